@@ -1,0 +1,43 @@
+"""verity: reinforcement learning with verifiable rewards for LLMs.
+
+Build an environment (dataset + parser + rubric), evaluate any model in it, train a model
+in it (GRPO-family RL, SFT), and compare models side by side. Heavy modules (torch,
+trainers) load lazily so that ``import verity`` and API-only evaluation stay fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from verity.envs.base import Environment, SingleTurnEnv
+from verity.envs.registry import list_environments, load_environment
+from verity.errors import VerityError
+from verity.parsers import Parser, ThinkParser, XMLParser
+from verity.rubrics import Rubric
+from verity.types import Batch, Completion, Example, Group, Rollout, SamplingArgs
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "RLTrainer": "verity.train.rl",
+    "RLConfig": "verity.train.config",
+    "SFTTrainer": "verity.train.sft",
+    "SFTConfig": "verity.train.config",
+    "evaluate": "verity.eval.evaluate",
+    "make_sampler": "verity.rollout.sampler",
+    "MultiTurnEnv": "verity.envs.multiturn",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'verity' has no attribute {name!r}")
+
+
+__all__ = [
+    "Environment", "SingleTurnEnv", "load_environment", "list_environments", "Parser", "XMLParser",
+    "ThinkParser", "Rubric", "Example", "Rollout", "Group", "Batch", "Completion", "SamplingArgs",
+    "VerityError", *_LAZY,
+]

@@ -1,0 +1,81 @@
+"""Typed configuration of ``verity eval`` (the CLI flags are derived from these fields)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from verity.cli.derive import flag
+from verity.errors import ConfigError
+
+
+def parse_env_args(text: str | dict | None, flag_name: str = "-a") -> dict[str, Any]:
+    """``-a '{"num_eval_examples": 50}'`` -> dict, with a one-line error for bad JSON."""
+    if text is None or isinstance(text, dict):
+        return dict(text or {})
+    try:
+        v = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{flag_name} {text!r}: invalid JSON ({e.msg} at char {e.pos})") from None
+    if not isinstance(v, dict):
+        raise ConfigError(f"{flag_name} {text!r}: expected a JSON object like '{{\"key\": 1}}'")
+    return v
+
+
+@dataclass
+class EvalConfig:
+    env: str = flag(positional=True, default="pii-masking")
+    """Environment id, importable module, or path to a .py file exposing load_environment."""
+    model: str = flag("-m", "--model", default="verity-tiny")
+    """Model: local HF directory, hub id, `verity-tiny`, or the model name served at --base-url."""
+    base_url: str | None = flag("-b", "--base-url", default=None)
+    """OpenAI-compatible endpoint (e.g. http://127.0.0.1:8000/v1); omit to run the model in-process."""
+    api_key_var: str | None = flag("-k", "--api-key-var", default=None)
+    """Name of the environment variable holding the endpoint's API key."""
+    num_examples: int = flag("-n", "--num-examples", default=5)
+    """Number of examples from the eval split (-1 = all)."""
+    rollouts_per_example: int = flag("-r", "--rollouts-per-example", default=3)
+    """Rollouts (samples) per example."""
+    max_tokens: int | None = flag("-t", "--max-tokens", default=None)
+    """Max completion tokens (default: the environment's, else 512)."""
+    temperature: float | None = flag("-T", "--temperature", default=None)
+    """Sampling temperature (default: the environment's, else 1.0)."""
+    top_p: float | None = flag("--top-p", default=None)
+    """Nucleus sampling mass."""
+    env_args: str = flag("-a", "--env-args", default="{}")
+    """JSON object of keyword arguments for load_environment."""
+    sampling_args: str = flag("-S", "--sampling-args", default="{}")
+    """JSON object of extra sampling args passed to the backend."""
+    concurrency: int = flag("-c", "--concurrency", default=32)
+    """Max concurrent requests to an endpoint."""
+    batch_size: int = flag("--batch-size", default=64)
+    """Sequences per generation batch for in-process models."""
+    output_dir: str | None = flag("-o", "--output-dir", default=None)
+    """Results directory (default: outputs/evals/ENV--MODEL--TIME)."""
+    seed: int = flag("--seed", default=0)
+    """Sampling seed (local models are reproducible with the same seed)."""
+    resume: bool = flag("--resume", default=False)
+    """Continue an interrupted run in --output-dir without redoing finished rollouts."""
+    json: bool = flag("--json", default=False)
+    """Print one JSON object with the summary on stdout instead of the table."""
+    on_reward_error: str = flag("--on-reward-error", default="zero", choices=("zero", "raise"))
+    """A reward function that raises: score 0 and count it (zero), or abort (raise)."""
+    dtype: str = flag("--dtype", default="auto", choices=("auto", "bf16", "fp16", "fp32"))
+    """Weights dtype for in-process models (auto = bf16 on hardware that is fast at it)."""
+
+    def validate(self) -> None:
+        if self.num_examples == 0 or self.num_examples < -1:
+            raise ConfigError(f"-n {self.num_examples}: must be >= 1 (or -1 for all)")
+        if self.rollouts_per_example < 1:
+            raise ConfigError(f"-r {self.rollouts_per_example}: must be >= 1")
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise ConfigError(f"-t {self.max_tokens}: must be >= 1")
+        if self.temperature is not None and self.temperature < 0:
+            raise ConfigError(f"-T {self.temperature}: must be >= 0")
+        if self.concurrency < 1:
+            raise ConfigError(f"-c {self.concurrency}: must be >= 1")
+        if self.resume and not self.output_dir:
+            raise ConfigError("--resume needs -o OUT_DIR (the run to continue)")
+        parse_env_args(self.env_args)
+        parse_env_args(self.sampling_args, "-S")

@@ -1,0 +1,145 @@
+"""``evaluate``: examples × rollouts through :meth:`Environment.rollout`, written as they finish.
+
+Results go to ``OUT_DIR/results.jsonl`` one line per rollout, appended and fsynced after
+each chunk, so a killed run loses at most the chunk in flight; ``resume=True`` skips the
+``(example_id, rollout_idx)`` pairs already there. ``metadata.json`` is written atomically.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from verity.errors import ConfigError
+from verity.types import SamplingArgs
+from verity.utils import append_jsonl, atomic_write_json, read_jsonl, versions
+
+SAMPLING_KEYS = ("max_tokens", "temperature", "top_p", "stop", "seed")
+
+
+def sampling_args_from(d: Mapping[str, Any] | SamplingArgs | None, base: Mapping[str, Any] | None = None) -> SamplingArgs:
+    """Merge env defaults (``base``) with user args into a :class:`SamplingArgs`."""
+    if isinstance(d, SamplingArgs):
+        return d
+    merged = {**(base or {}), **{k: v for k, v in (d or {}).items() if v is not None}}
+    if "max_completion_tokens" in merged:
+        merged["max_tokens"] = merged.pop("max_completion_tokens")
+    known = {k: merged[k] for k in SAMPLING_KEYS if k in merged}
+    if "stop" in known:
+        known["stop"] = (known["stop"],) if isinstance(known["stop"], str) else tuple(known["stop"])
+    extra = {k: v for k, v in merged.items() if k not in SAMPLING_KEYS}
+    return SamplingArgs(**known, extra=extra)
+
+
+@dataclass
+class EvalResults:
+    """Per-rollout records (as in results.jsonl) and the summary."""
+
+    records: list[dict[str, Any]]
+    summary: dict[str, Any]
+    results_dir: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return {k: v["mean"] for k, v in self.summary["metrics"].items()}
+
+
+def summarize(records: list[dict[str, Any]], func_names: list[str]) -> dict[str, Any]:
+    """Mean ± std of ``reward`` and each reward function; error counts."""
+    metrics = {}
+    for name in ["reward", *func_names]:
+        xs = [r["reward"] if name == "reward" else r["scores"].get(name, 0.0) for r in records]
+        mean = sum(xs) / len(xs) if xs else float("nan")
+        std = math.sqrt(sum((x - mean) ** 2 for x in xs) / len(xs)) if xs else float("nan")
+        metrics[name] = {"mean": mean, "std": std}
+    reward_errors: dict[str, int] = {}
+    for r in records:
+        for n in r.get("reward_errors") or {}:
+            reward_errors[n] = reward_errors.get(n, 0) + 1
+    gen_errors = sum(1 for r in records if r.get("error"))
+    return {
+        "num_rollouts": len(records),
+        "metrics": metrics,
+        "reward_errors": reward_errors,
+        "generation_errors": gen_errors,
+        "errors": gen_errors + sum(reward_errors.values()),
+        "truncated": sum(1 for r in records if r.get("finish_reason") == "length"),
+        "completion_tokens_mean": (sum(r.get("completion_tokens", 0) for r in records) / len(records)) if records else 0,
+    }
+
+
+async def evaluate(
+    env: Any,
+    sampler: Any,
+    num_examples: int = 5,
+    rollouts_per_example: int = 3,
+    sampling_args: Mapping[str, Any] | SamplingArgs | None = None,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    seed: int = 0,
+    chunk_size: int | None = None,
+    split: str = "eval",
+    on_progress: Callable[[int, int], None] | None = None,
+) -> EvalResults:
+    """Evaluate ``sampler`` in ``env``; write results incrementally when ``out_dir`` is given."""
+    if rollouts_per_example < 1:
+        raise ConfigError(f"-r {rollouts_per_example}: rollouts per example must be >= 1")
+    rubric = env.require_rubric()
+    args = sampling_args_from(sampling_args, getattr(env, "sampling_args", None))
+    examples = env.get_examples(split, num_examples)
+    jobs = [(ex, r) for ex in examples for r in range(rollouts_per_example)]
+    out = Path(out_dir) if out_dir is not None else None
+    records: list[dict[str, Any]] = []
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        res_path = out / "results.jsonl"
+        if resume:
+            records = read_jsonl(res_path)
+            res_path.write_text("".join(_dumps(r) for r in records), encoding="utf-8")  # drop a torn line
+        elif res_path.exists() and res_path.stat().st_size > 0:
+            raise ConfigError(f"{res_path} already has results; pass --resume to continue it or choose another -o")
+    done = {(r["example_id"], r["rollout_idx"]) for r in records}
+    todo = [(ex, r) for ex, r in jobs if (ex.id, r) not in done]
+    meta = {
+        "env": getattr(env, "env_id", type(env).__name__), "env_args": getattr(env, "env_args", {}),
+        "model": getattr(sampler, "name", "?"), "sampling_args": _args_dict(args), "seed": seed,
+        "num_examples": len(examples), "rollouts_per_example": rollouts_per_example,
+        "versions": versions(), "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "status": "running",
+    }
+    if out is not None:
+        atomic_write_json(out / "metadata.json", meta)
+    size = chunk_size or getattr(sampler, "batch_size", None) or 64
+    if on_progress:
+        on_progress(len(jobs) - len(todo), len(jobs))
+    for start in range(0, len(todo), size):
+        chunk = todo[start:start + size]
+        chunk_args = args.replace(seed=(args.seed if args.seed is not None else seed) + len(done) + start)
+        rollouts = await env.rollout(sampler, chunk, chunk_args)
+        new = [r.to_record() for r in rollouts]
+        if out is not None:
+            append_jsonl(out / "results.jsonl", new)
+        records.extend(new)
+        if on_progress:
+            on_progress(len(jobs) - len(todo) + start + len(chunk), len(jobs))
+    records.sort(key=lambda r: (r["example_id"], r["rollout_idx"]))
+    summary = summarize(records, rubric.func_names)
+    meta.update(status="done", finished=time.strftime("%Y-%m-%dT%H:%M:%S"), summary=summary,
+                averages={k: v["mean"] for k, v in summary["metrics"].items()})
+    if out is not None:
+        atomic_write_json(out / "metadata.json", meta)
+    return EvalResults(records=records, summary=summary, results_dir=str(out) if out else None, metadata=meta)
+
+
+def _args_dict(a: SamplingArgs) -> dict[str, Any]:
+    return {"max_tokens": a.max_tokens, "temperature": a.temperature, "top_p": a.top_p,
+            "stop": list(a.stop), "seed": a.seed, **dict(a.extra)}
+
+
+def _dumps(r: dict[str, Any]) -> str:
+    import json
+
+    return json.dumps(r, default=str) + "\n"

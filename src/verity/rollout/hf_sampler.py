@@ -1,0 +1,189 @@
+"""In-process sampler for Hugging Face causal LMs: a KV-cached decode loop returning tokens + log-probs.
+
+The loop is deliberately small: one prefill that keeps only the last position's logits,
+then one forward per new token with the KV cache, temperature / top-p sampling from a
+seeded generator, and the sampling log-prob of each chosen token. Prompts are sorted by
+length and left-padded into batches so padding stays small. Generation runs in a worker
+thread, so the event loop (the server, async environments) stays responsive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from typing import Any, Sequence
+
+from verity.types import Completion, Messages, SamplingArgs
+
+
+class HFSampler:
+    """Samples from a ``transformers`` causal LM held in this process."""
+
+    def __init__(self, model: Any, tokenizer: Any, batch_size: int = 64, name: str | None = None,
+                 autocast_dtype: Any = None):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.name = name or getattr(model.config, "_name_or_path", "local-model")
+        self.autocast_dtype = autocast_dtype
+        self._lock = threading.Lock()
+        eos = tokenizer.eos_token_id
+        extra = getattr(model.generation_config, "eos_token_id", None) if hasattr(model, "generation_config") else None
+        ids = {eos} if isinstance(eos, int) else set(eos or [])
+        ids |= {extra} if isinstance(extra, int) else set(extra or [])
+        self.eos_ids = sorted(i for i in ids if i is not None)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
+
+    @classmethod
+    def from_pretrained(cls, name: str, batch_size: int = 64, dtype: str = "auto", device: str = "auto") -> "HFSampler":
+        from verity.models.loading import load_model
+
+        model, tok = load_model(name, dtype=dtype, device=device)
+        return cls(model, tok, batch_size=batch_size, name=name)
+
+    def render(self, prompt: Messages) -> list[int]:
+        """Prompt token ids through the tokenizer's chat template."""
+        ids = self.tokenizer.apply_chat_template(list(prompt), add_generation_prompt=True, tokenize=True)
+        if isinstance(ids, dict) or hasattr(ids, "keys"):
+            ids = ids["input_ids"]
+        return list(ids)
+
+    async def generate(self, prompts: Sequence[Messages], args: SamplingArgs) -> list[Completion]:
+        return await asyncio.to_thread(self.generate_sync, prompts, args)
+
+    def generate_sync(self, prompts: Sequence[Messages], args: SamplingArgs) -> list[Completion]:
+        rendered = [self.render(p) for p in prompts]
+        return self.generate_ids(rendered, args)
+
+    def generate_ids(self, prompt_ids: Sequence[Sequence[int]], args: SamplingArgs) -> list[Completion]:
+        """Sample one completion per tokenised prompt (sorted into length buckets)."""
+        import torch
+
+        order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
+        out: list[Completion | None] = [None] * len(prompt_ids)
+        gen = torch.Generator(device="cpu")
+        gen.manual_seed(args.seed if args.seed is not None else int(torch.randint(0, 2**31 - 1, (1,))))
+        with self._lock:
+            for s in range(0, len(order), self.batch_size):
+                idx = order[s:s + self.batch_size]
+                t0 = time.perf_counter()
+                done = self._decode([prompt_ids[i] for i in idx], args, gen)
+                dt = time.perf_counter() - t0
+                for i, (ids, lps, finish) in zip(idx, done):
+                    text = self.tokenizer.decode(ids, skip_special_tokens=True)
+                    text, ids, lps, finish = _apply_stop(text, ids, lps, finish, args.stop, self.tokenizer)
+                    out[i] = Completion(
+                        text=text, finish_reason=finish, prompt_ids=tuple(prompt_ids[i]),
+                        completion_ids=tuple(ids), logprobs=tuple(lps), latency_s=dt,
+                        usage={"prompt_tokens": len(prompt_ids[i]), "completion_tokens": len(ids)},
+                    )
+        return out  # type: ignore[return-value]
+
+    def _autocast(self) -> Any:
+        import torch
+
+        dev = next(self.model.parameters()).device.type
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(dev, dtype=self.autocast_dtype)
+
+    def _decode(self, prompts: list[Sequence[int]], args: SamplingArgs, gen: Any) -> list[tuple[list[int], list[float], str]]:
+        import torch
+
+        model = self.model
+        dev = next(model.parameters()).device
+        B, P = len(prompts), max(len(p) for p in prompts)
+        input_ids = torch.full((B, P), self.pad_id, dtype=torch.long)
+        attn = torch.zeros((B, P), dtype=torch.long)
+        for b, p in enumerate(prompts):  # left padding
+            input_ids[b, P - len(p):] = torch.tensor(p, dtype=torch.long)
+            attn[b, P - len(p):] = 1
+        input_ids, attn = input_ids.to(dev), attn.to(dev)
+        pos = (attn.cumsum(-1) - 1).clamp(min=0)
+        eos = torch.tensor(self.eos_ids, device=dev)
+        tokens = torch.full((B, args.max_tokens), self.pad_id, dtype=torch.long, device=dev)
+        logps = torch.zeros((B, args.max_tokens), dtype=torch.float32, device=dev)
+        finished = torch.zeros(B, dtype=torch.bool, device=dev)
+        lengths = torch.full((B,), args.max_tokens, dtype=torch.long, device=dev)
+        was_training = model.training
+        model.eval()
+        ckw = _cache_kwarg(model)
+        with torch.inference_mode(), self._autocast():
+            out = model(input_ids=input_ids, attention_mask=attn, position_ids=pos, use_cache=True, logits_to_keep=1)
+            past, logits = _get_cache(out), out.logits[:, -1]
+            cur_pos = pos[:, -1:]
+            t = 0
+            for t in range(args.max_tokens):
+                tok, lp = _sample(logits.float(), args.temperature, args.top_p, gen)
+                tok = torch.where(finished, torch.full_like(tok, self.pad_id), tok)
+                tokens[:, t], logps[:, t] = tok, torch.where(finished, 0.0, lp)
+                newly = ~finished & torch.isin(tok, eos)
+                lengths = torch.where(newly, t + 1, lengths)
+                finished |= newly
+                if bool(finished.all()) or t == args.max_tokens - 1:
+                    break
+                attn = torch.cat([attn, torch.ones((B, 1), dtype=attn.dtype, device=dev)], dim=1)
+                cur_pos = cur_pos + 1
+                out = model(input_ids=tok[:, None], attention_mask=attn, position_ids=cur_pos,
+                            use_cache=True, **{ckw: past})
+                past, logits = _get_cache(out), out.logits[:, -1]
+        if was_training:
+            model.train()
+        res = []
+        tokens, logps = tokens.cpu(), logps.cpu()
+        for b in range(B):
+            n = int(lengths[b])
+            ids, lps = tokens[b, :n].tolist(), logps[b, :n].tolist()
+            stopped = bool(finished[b])
+            res.append((ids, lps, "stop" if stopped else "length"))
+        return res
+
+
+def _cache_kwarg(model: Any) -> str:
+    """Name of the KV-cache argument: ``cache`` in newer transformers, ``past_key_values`` before."""
+    import inspect
+
+    base = getattr(model, "get_base_model", lambda: model)()
+    params = inspect.signature(base.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _get_cache(out: Any) -> Any:
+    c = getattr(out, "cache", None)
+    return c if c is not None else out.past_key_values
+
+
+def _sample(logits: Any, temperature: float, top_p: float, gen: Any) -> tuple[Any, Any]:
+    """Sample one token per row; return (token [B], log-prob under the tempered policy [B])."""
+    import torch
+
+    if temperature <= 0:
+        tok = logits.argmax(-1)
+        return tok, torch.zeros_like(tok, dtype=torch.float32)
+    logp = torch.log_softmax(logits / temperature, dim=-1)  # [B, V]
+    probs = logp.exp()
+    if top_p < 1.0:
+        sp, si = probs.sort(dim=-1, descending=True)
+        keep = sp.cumsum(-1) - sp < top_p
+        sp = sp * keep
+        choice = torch.multinomial(sp.cpu(), 1, generator=gen).to(logits.device)
+        tok = si.gather(-1, choice).squeeze(-1)
+    else:
+        tok = torch.multinomial(probs.cpu(), 1, generator=gen).squeeze(-1).to(logits.device)
+    return tok, logp.gather(-1, tok[:, None]).squeeze(-1)
+
+
+def _apply_stop(text: str, ids: list[int], lps: list[float], finish: str, stop: Sequence[str], tok: Any):
+    """Cut the completion at the first stop string (tokens are trimmed to match)."""
+    if not stop:
+        return text, ids, lps, finish
+    cut = min((text.find(s) for s in stop if s in text), default=-1)
+    if cut < 0:
+        return text, ids, lps, finish
+    text = text[:cut]
+    keep = len(ids)
+    while keep > 0 and len(tok.decode(ids[:keep], skip_special_tokens=True)) > cut + max(len(s) for s in stop):
+        keep -= 1
+    return text, ids[:keep], lps[:keep], "stop"

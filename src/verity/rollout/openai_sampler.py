@@ -1,0 +1,85 @@
+"""Sampler for any OpenAI-compatible endpoint through the official async ``openai`` client.
+
+Bounded concurrency (a semaphore), per-request timeouts, and retries with exponential
+backoff on 429/5xx/connection errors (the client's own retry logic). An endpoint that
+cannot be reached at all is a :class:`~verity.errors.EndpointError`, raised once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any, Sequence
+
+from verity.errors import EndpointError
+from verity.types import Completion, Messages, SamplingArgs
+
+
+class OpenAISampler:
+    """Chat completions from an OpenAI-compatible server (``verity serve``, vLLM, hosted APIs)."""
+
+    def __init__(self, model: str, base_url: str | None = None, api_key_env: str | None = None,
+                 client: Any = None, concurrency: int = 32, timeout: float = 600.0, max_retries: int = 5):
+        import openai
+
+        self.name = model
+        self.base_url = base_url
+        if client is None:
+            key = "EMPTY"
+            if api_key_env:
+                if api_key_env not in os.environ:
+                    raise EndpointError(f"-k {api_key_env}: environment variable {api_key_env} is not set")
+                key = os.environ[api_key_env]
+            client = openai.AsyncOpenAI(base_url=base_url, api_key=key, timeout=timeout, max_retries=max_retries)
+        self.client = client
+        self._sem = asyncio.Semaphore(max(1, concurrency))
+        self._checked = False
+
+    async def check(self) -> None:
+        """Fail fast with one clear line when the endpoint cannot be reached."""
+        import openai
+
+        try:
+            await self.client.with_options(timeout=10.0, max_retries=1).models.list()
+        except openai.APIConnectionError as e:
+            raise EndpointError(f"cannot reach endpoint {self.base_url or self.client.base_url}: {e}") from None
+        except openai.AuthenticationError as e:
+            raise EndpointError(f"endpoint {self.client.base_url} refused the API key: {e.message}") from None
+        except openai.APIError:
+            pass  # some servers lack /models; the real requests will tell
+        self._checked = True
+
+    async def _one(self, prompt: Messages, args: SamplingArgs) -> Completion:
+        import openai
+
+        req: dict[str, Any] = dict(model=self.name, messages=list(prompt), max_tokens=args.max_tokens,
+                                   temperature=args.temperature, top_p=args.top_p)
+        if args.stop:
+            req["stop"] = list(args.stop)
+        if args.seed is not None:
+            req["seed"] = args.seed
+        req.update(args.extra)
+        t0 = time.perf_counter()
+        async with self._sem:
+            try:
+                resp = await self.client.chat.completions.create(**req)
+            except (openai.APIConnectionError, openai.AuthenticationError, openai.NotFoundError) as e:
+                raise EndpointError(f"endpoint {self.client.base_url}: {type(e).__name__}: {e}") from None
+            except openai.APIError as e:
+                return Completion(text="", finish_reason="error", error=f"{type(e).__name__}: {e}",
+                                  latency_s=time.perf_counter() - t0)
+        choice = resp.choices[0]
+        usage = {}
+        if resp.usage is not None:
+            usage = {"prompt_tokens": resp.usage.prompt_tokens, "completion_tokens": resp.usage.completion_tokens}
+        return Completion(
+            text=choice.message.content or "",
+            finish_reason="length" if choice.finish_reason == "length" else "stop",
+            latency_s=time.perf_counter() - t0, usage=usage,
+        )
+
+    async def generate(self, prompts: Sequence[Messages], args: SamplingArgs) -> list[Completion]:
+        if not self._checked:
+            await self.check()
+        return list(await asyncio.gather(*(self._one(p, args) for p in prompts)))

@@ -1,0 +1,58 @@
+"""The :class:`Sampler` interface and a factory picking the backend for a model argument.
+
+A sampler turns chat prompts into :class:`~verity.types.Completion` objects. Local samplers
+also return token ids and sampling log-probs, which the trainers use; API samplers return text.
+Environments only ever see this interface, so the same rollout code runs against an
+in-process model, ``verity serve``, vLLM or a hosted API.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, Sequence, runtime_checkable
+
+from verity.types import Completion, Messages, SamplingArgs
+
+
+@runtime_checkable
+class Sampler(Protocol):
+    """Generates completions for a batch of prompts."""
+
+    name: str
+    """Model name recorded in results."""
+
+    async def generate(self, prompts: Sequence[Messages], args: SamplingArgs) -> list[Completion]:
+        """One completion per prompt, in order. Failures come back as ``finish_reason='error'``."""
+        ...
+
+
+def make_sampler(
+    model: Any,
+    model_name: str | None = None,
+    base_url: str | None = None,
+    api_key_env: str | None = None,
+    concurrency: int = 32,
+    batch_size: int = 64,
+    dtype: str = "auto",
+) -> Sampler:
+    """Build a sampler for ``model``: a Sampler (returned as is), an OpenAI client, a model
+    path / hub id / ``verity-tiny`` (local HF), or a model name served at ``base_url``."""
+    if isinstance(model, Sampler) and not isinstance(model, str):
+        return model
+    if base_url is not None:
+        from verity.rollout.openai_sampler import OpenAISampler
+
+        return OpenAISampler(base_url=base_url, model=model, api_key_env=api_key_env, concurrency=concurrency)
+    cls_mod = type(model).__module__
+    if cls_mod.startswith("openai"):
+        from verity.rollout.openai_sampler import OpenAISampler
+
+        if not model_name:
+            raise ValueError("evaluating through an OpenAI client needs model_name=")
+        return OpenAISampler(client=model, model=model_name, concurrency=concurrency)
+    from verity.rollout.hf_sampler import HFSampler
+
+    if isinstance(model, str):
+        return HFSampler.from_pretrained(model, batch_size=batch_size, dtype=dtype)
+    if isinstance(model, tuple) and len(model) == 2:
+        return HFSampler(model[0], model[1], batch_size=batch_size, name=model_name)
+    raise TypeError(f"cannot make a sampler from {type(model).__name__}")

@@ -1,0 +1,193 @@
+"""Typed records that cross a stage boundary in verity's data flow.
+
+dataset row -> :class:`Example` -> sampler -> :class:`Completion` -> rubric -> :class:`Rollout`
+-> :class:`Group` (rollouts of one example) -> :class:`Batch` (tensors for the learner).
+
+Every object here is a frozen dataclass: stages hand them on, never mutate them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping, Sequence, TypedDict, Union
+
+
+class Message(TypedDict, total=False):
+    """One OpenAI-style chat message."""
+
+    role: str
+    content: str
+    tool_calls: list[dict[str, Any]]
+    tool_call_id: str
+    name: str
+
+
+Messages = list[Message]
+#: A prompt or completion is either chat messages or plain text (completion-style models).
+ChatOrText = Union[Messages, str]
+
+
+@dataclass(frozen=True)
+class Example:
+    """One dataset row, validated and ready to prompt a model."""
+
+    id: int
+    """Row index in the split it came from (stable across runs with the same env args)."""
+    prompt: tuple[Message, ...]
+    """Chat messages sent to the model (system prompt, few-shot and question already applied)."""
+    answer: str = ""
+    """Reference answer the rubric may compare against ('' when the dataset has none)."""
+    info: Mapping[str, Any] = field(default_factory=dict)
+    """Free-form per-row metadata for reward functions (e.g. ``{"pii_count": 3}``)."""
+    task: str = "default"
+    """Task tag, used to route rows of mixed datasets."""
+
+
+@dataclass(frozen=True)
+class SamplingArgs:
+    """How to sample one completion; the same fields for local models and API endpoints."""
+
+    max_tokens: int = 512
+    """Maximum number of completion tokens."""
+    temperature: float = 1.0
+    """Softmax temperature (0 = greedy)."""
+    top_p: float = 1.0
+    """Nucleus sampling mass."""
+    stop: tuple[str, ...] = ()
+    """Stop strings; generation ends when one appears (it is kept out of the text)."""
+    seed: int | None = None
+    """Sampling seed; with a seed, local sampling is reproducible."""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    """Backend-specific extras passed through to the endpoint (e.g. ``{"reasoning_effort": "low"}``)."""
+
+    def replace(self, **kw: Any) -> "SamplingArgs":
+        from dataclasses import replace
+
+        return replace(self, **kw)
+
+
+FinishReason = Literal["stop", "length", "error"]
+
+
+@dataclass(frozen=True)
+class Completion:
+    """What a sampler returns for one prompt: text, and tokens + log-probs when the backend has them."""
+
+    text: str
+    """Decoded completion text."""
+    finish_reason: FinishReason = "stop"
+    """'stop' (EOS or stop string), 'length' (hit max_tokens) or 'error'."""
+    prompt_ids: tuple[int, ...] = ()
+    """Token ids of the rendered prompt (empty for API backends)."""
+    completion_ids: tuple[int, ...] = ()
+    """Sampled token ids (empty for API backends that do not return them)."""
+    logprobs: tuple[float, ...] = ()
+    """Sampling-policy log-prob of each completion token (same length as completion_ids)."""
+    latency_s: float = 0.0
+    """Wall time to produce this completion (shared by a batch on local backends)."""
+    error: str | None = None
+    """Error message when the request failed (finish_reason == 'error')."""
+    usage: Mapping[str, int] = field(default_factory=dict)
+    """Token counts reported by the backend: prompt_tokens, completion_tokens."""
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """One scored attempt at one example: the unit written to results.jsonl and fed to training."""
+
+    example_id: int
+    rollout_idx: int
+    prompt: tuple[Message, ...]
+    completion: tuple[Message, ...]
+    """Assistant (and, for multi-turn envs, environment) messages after the prompt."""
+    answer: str
+    info: Mapping[str, Any]
+    task: str
+    scores: Mapping[str, float]
+    """Each reward function's score by name (weight-0 metrics included)."""
+    reward: float
+    """Weighted sum of the scores."""
+    reward_errors: Mapping[str, str] = field(default_factory=dict)
+    """Reward functions that raised: name -> error message. Their score counts as 0."""
+    prompt_ids: tuple[int, ...] = ()
+    completion_ids: tuple[int, ...] = ()
+    completion_logprobs: tuple[float, ...] = ()
+    completion_mask: tuple[int, ...] = ()
+    """1 for model-sampled tokens that enter the loss, 0 for env-inserted tokens (multi-turn)."""
+    finish_reason: FinishReason = "stop"
+    latency_s: float = 0.0
+    error: str | None = None
+    """Generation error (the rollout then scores 0 and is excluded from training)."""
+
+    @property
+    def truncated(self) -> bool:
+        return self.finish_reason == "length"
+
+    @property
+    def num_completion_tokens(self) -> int:
+        return len(self.completion_ids)
+
+    def to_record(self) -> dict[str, Any]:
+        """JSON-serialisable record for results.jsonl (no token ids)."""
+        return {
+            "example_id": self.example_id,
+            "rollout_idx": self.rollout_idx,
+            "prompt": list(self.prompt),
+            "completion": list(self.completion),
+            "answer": self.answer,
+            "info": dict(self.info),
+            "task": self.task,
+            "scores": dict(self.scores),
+            "reward": self.reward,
+            "reward_errors": dict(self.reward_errors),
+            "completion_tokens": self.num_completion_tokens,
+            "finish_reason": self.finish_reason,
+            "latency_s": round(self.latency_s, 4),
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True)
+class Group:
+    """All rollouts of one example: the unit GRPO normalises rewards within."""
+
+    example_id: int
+    rollouts: tuple[Rollout, ...]
+
+    @property
+    def rewards(self) -> list[float]:
+        return [r.reward for r in self.rollouts]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Right-padded token tensors for one learner step; built by :func:`verity.train.batching.make_batch`.
+
+    Shapes: B sequences, L = longest prompt+completion. ``loss_mask`` is 1 only on tokens
+    sampled by the policy (never prompt, padding or env-inserted tokens).
+    """
+
+    input_ids: Any  # LongTensor [B, L]
+    attention_mask: Any  # LongTensor [B, L]
+    loss_mask: Any  # FloatTensor [B, L], aligned with input_ids (token t is predicted from t-1)
+    old_logprobs: Any  # FloatTensor [B, L], sampling-policy log-prob of token t (0 off-mask)
+    advantages: Any  # FloatTensor [B]
+    num_tokens: int
+    """Number of loss tokens (sum of loss_mask)."""
+
+
+def as_messages(x: ChatOrText, role: str = "user") -> Messages:
+    """Normalise a prompt given as text or messages to a message list."""
+    if isinstance(x, str):
+        return [{"role": role, "content": x}]
+    return [dict(m) for m in x]  # type: ignore[misc]
+
+
+def last_assistant_text(msgs: Sequence[Message] | str) -> str:
+    """Text of the last assistant message (or the string itself)."""
+    if isinstance(msgs, str):
+        return msgs
+    for m in reversed(list(msgs)):
+        if m.get("role") == "assistant":
+            return m.get("content") or ""
+    return ""
