@@ -320,7 +320,7 @@ _FIELDS = {
     "qty": _int(1, 12), "count": _int(2, 30), "days": _int(2, 30), "weeks": _int(2, 12), "mins": _int(5, 30),
     "hours": _int(4, 40), "nights": _int(1, 14), "floor": _int(2, 20), "dose": _choice(["5", "10", "20", "250", "500"]),
     "beds": _int(1, 5), "baths": _int(1, 4), "major": _int(1, 3), "status": _choice(["200", "201", "404", "500"]),
-    "ms": _int(3, 4000),
+    "ms": _int(3, 4000), "freq": _choice(["4", "6", "8", "12", "24"]),
 }
 
 

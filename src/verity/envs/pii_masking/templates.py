@@ -182,7 +182,7 @@ SENTENCES: list[tuple[str, str, float]] = [
      "under> {email}[ and my phone is {phone}]. Could you check what happened? I need it before {weekday2}.\n"
      "<Thanks|Regards>, {name}", 2.5),
     ("long_discharge", "Discharge summary: {name} (MRN {patid}) was admitted on {date} for <pneumonia|a fractured "
-     "wrist|dehydration> and discharged after {days} days in room {room}. Continue {dose} mg every {hours} hours. "
+     "wrist|dehydration> and discharged after {days} days in room {room}. Continue {dose} mg every {freq} hours. "
      "Follow-up with Dr. {last2} at {hospital}; <the patient can be reached|call the patient> at {phone}.", 2.5),
     ("long_fraud", "We noticed unusual activity on account {acct}. {count} transactions totaling {amount} were "
      "made from IP {ip} on {date}. If you did not authorize them, please call us back[, {title} {last}]. For your "

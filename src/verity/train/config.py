@@ -1,0 +1,165 @@
+"""Typed configuration of ``verity train`` (RL) and ``verity sft``; CLI flags derive from these fields."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from verity.algos.advantages import ESTIMATORS, SCALES
+from verity.algos.losses import LOSS_TYPES
+from verity.cli.derive import flag
+from verity.errors import ConfigError
+
+
+@dataclass
+class RLConfig:
+    env: str = flag(positional=True, default="pii-masking")
+    """Environment id, importable module, or path to a .py file exposing load_environment."""
+    model: str = flag("-m", "--model", default="verity-tiny")
+    """Model to train: local HF directory, hub id, or `verity-tiny`."""
+    env_args: str = flag("-a", "--env-args", default="{}")
+    """JSON object of keyword arguments for load_environment."""
+    group_size: int = flag("--group-size", default=8)
+    """Rollouts per prompt (G); advantages are computed within each group."""
+    groups_per_batch: int = flag("--groups-per-batch", default=32)
+    """Prompts per step; a step trains on group_size × groups_per_batch completions."""
+    lr: float = flag("--lr", default=1e-5)
+    """AdamW learning rate (constant after warm-up)."""
+    max_tokens: int = flag("--max-tokens", default=512)
+    """Max completion tokens per rollout."""
+    temperature: float = flag("--temperature", default=1.0)
+    """Sampling temperature for rollouts."""
+    top_p: float = flag("--top-p", default=1.0)
+    """Nucleus sampling mass for rollouts."""
+    lora_rank: int = flag("--lora-rank", default=32)
+    """LoRA rank (0 = full fine-tune)."""
+    lora_alpha: float | None = flag("--lora-alpha", default=None)
+    """LoRA alpha (default: 2 × rank)."""
+    steps: int = flag("--steps", default=100)
+    """Number of optimisation steps (batches of rollouts)."""
+    loss: str = flag("--loss", default="grpo", choices=LOSS_TYPES)
+    """Loss: grpo (per-sequence mean), dapo (token-level), dr_grpo (constant normaliser), gspo (sequence ratio)."""
+    advantage: str = flag("--advantage", default="grpo", choices=ESTIMATORS)
+    """Advantage estimator: grpo (reward − group mean) or rloo (leave-one-out baseline)."""
+    scale_rewards: str = flag("--scale-rewards", default="group", choices=SCALES)
+    """Divide advantages by the group std, the batch std, or not at all."""
+    epsilon: float = flag("--epsilon", default=0.2)
+    """Lower clip range of the importance ratio (1 − ε)."""
+    epsilon_high: float | None = flag("--epsilon-high", default=0.28)
+    """Upper clip range (1 + ε_high); DAPO's clip-higher."""
+    num_iterations: int = flag("--num-iterations", default=1)
+    """Optimiser passes over each batch of rollouts (μ in GRPO)."""
+    kl_beta: float = flag("--kl-beta", default=0.0)
+    """Weight of the k3 KL penalty to the reference policy (0 = off)."""
+    mask_truncated: bool = flag("--mask-truncated", default=False)
+    """Exclude completions that hit max_tokens from the loss (DAPO overlong filtering)."""
+    micro_batch_size: int = flag("--micro-batch-size", default=64)
+    """Sequences per forward/backward (gradient accumulation over the batch)."""
+    weight_decay: float = flag("--weight-decay", default=0.0)
+    """AdamW weight decay."""
+    warmup_steps: int = flag("--warmup-steps", default=0)
+    """Linear learning-rate warm-up steps."""
+    max_grad_norm: float = flag("--max-grad-norm", default=1.0)
+    """Gradient clipping norm (0 = off)."""
+    eval_every: int = flag("--eval-every", default=0)
+    """Evaluate on the held-out split every K steps (0 = only at the end when --eval-examples > 0)."""
+    eval_examples: int = flag("--eval-examples", default=0)
+    """Held-out examples per periodic evaluation."""
+    save_every: int = flag("--save-every", default=10)
+    """Write a checkpoint every K steps (and at the end)."""
+    keep_checkpoints: int = flag("--keep-checkpoints", default=2)
+    """How many recent checkpoints to keep."""
+    output_dir: str | None = flag("-o", "--output-dir", default=None)
+    """Run directory (default: outputs/runs/ENV--MODEL--TIME)."""
+    resume: bool = flag("--resume", default=False)
+    """Continue from the latest checkpoint in --output-dir."""
+    seed: int = flag("--seed", default=0)
+    """Seed for data order, sampling and initialisation."""
+    dtype: str = flag("--dtype", default="auto", choices=("auto", "bf16", "fp32"))
+    """Compute dtype (auto = bf16 autocast where the hardware is fast at it; weights stay fp32)."""
+    config: str | None = flag("--config", default=None)
+    """TOML file with any of these fields; flags given on the command line win."""
+
+    def validate(self) -> None:
+        """Reject bad values before any compute."""
+        if self.group_size < 2:
+            raise ConfigError(f"--group-size {self.group_size}: GRPO needs at least 2 rollouts per group")
+        if self.groups_per_batch < 1:
+            raise ConfigError(f"--groups-per-batch {self.groups_per_batch}: must be >= 1")
+        for name in ("lr", "max_tokens", "steps", "num_iterations", "micro_batch_size"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be > 0")
+        if self.lora_rank < 0:
+            raise ConfigError(f"--lora-rank {self.lora_rank}: must be >= 0 (0 = full fine-tune)")
+        if not 0 < self.epsilon < 1:
+            raise ConfigError(f"--epsilon {self.epsilon}: must be in (0, 1)")
+        if self.kl_beta < 0:
+            raise ConfigError(f"--kl-beta {self.kl_beta}: must be >= 0")
+        if self.loss not in LOSS_TYPES:
+            raise ConfigError(f"--loss {self.loss}: unknown loss (choose from {', '.join(LOSS_TYPES)})")
+        if self.resume and not self.output_dir:
+            raise ConfigError("--resume needs -o RUN_DIR (the run to continue)")
+
+    @property
+    def batch_size(self) -> int:
+        return self.group_size * self.groups_per_batch
+
+
+@dataclass
+class SFTConfig:
+    data: str | None = flag(positional=True, default=None)
+    """JSONL/Parquet file or hub id with prompt/completion or chat messages (or use --from-env)."""
+    model: str = flag("-m", "--model", default="verity-tiny")
+    """Model to fine-tune: local HF directory, hub id, or `verity-tiny`."""
+    from_env: str | None = flag("--from-env", default=None)
+    """Build SFT data from an environment's training split (prompt → formatted gold answer)."""
+    env_args: str = flag("-a", "--env-args", default="{}")
+    """JSON object of keyword arguments for load_environment (with --from-env)."""
+    epochs: float = flag("--epochs", default=1.0)
+    """Passes over the data (fractions allowed)."""
+    lr: float = flag("--lr", default=1e-4)
+    """AdamW peak learning rate (cosine decay to 10% after warm-up)."""
+    batch_size: int = flag("--batch-size", default=32)
+    """Sequences (or packed rows) per optimiser step."""
+    micro_batch_size: int = flag("--micro-batch-size", default=32)
+    """Sequences per forward/backward."""
+    max_length: int = flag("--max-length", default=1024)
+    """Truncate (or pack) sequences to this many tokens."""
+    lora_rank: int = flag("--lora-rank", default=0)
+    """LoRA rank (0 = full fine-tune)."""
+    lora_alpha: float | None = flag("--lora-alpha", default=None)
+    """LoRA alpha (default: 2 × rank)."""
+    packing: bool = flag("--packing", default=False)
+    """Pack several examples per row (attention does not cross example boundaries)."""
+    warmup_steps: int = flag("--warmup-steps", default=10)
+    """Linear learning-rate warm-up steps."""
+    weight_decay: float = flag("--weight-decay", default=0.0)
+    """AdamW weight decay."""
+    max_grad_norm: float = flag("--max-grad-norm", default=1.0)
+    """Gradient clipping norm (0 = off)."""
+    max_steps: int = flag("--max-steps", default=-1)
+    """Stop after this many steps (-1 = run all epochs)."""
+    save_every: int = flag("--save-every", default=100)
+    """Write a checkpoint every K steps (and at the end)."""
+    keep_checkpoints: int = flag("--keep-checkpoints", default=2)
+    """How many recent checkpoints to keep."""
+    output_dir: str | None = flag("-o", "--output-dir", default=None)
+    """Run directory (default: outputs/sft/DATA--MODEL--TIME); the final model is saved in OUT/final."""
+    resume: bool = flag("--resume", default=False)
+    """Continue from the latest checkpoint in --output-dir."""
+    seed: int = flag("--seed", default=0)
+    """Seed for data order and initialisation."""
+    dtype: str = flag("--dtype", default="auto", choices=("auto", "bf16", "fp32"))
+    """Compute dtype (auto = bf16 autocast where the hardware is fast at it)."""
+    config: str | None = flag("--config", default=None)
+    """TOML file with any of these fields; flags given on the command line win."""
+
+    def validate(self) -> None:
+        if not self.data and not self.from_env:
+            raise ConfigError("give a DATA file/hub id or --from-env ENV")
+        for name in ("lr", "batch_size", "micro_batch_size", "max_length", "epochs"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be > 0")
+        if self.lora_rank < 0:
+            raise ConfigError(f"--lora-rank {self.lora_rank}: must be >= 0")
+        if self.resume and not self.output_dir:
+            raise ConfigError("--resume needs -o OUT_DIR (the run to continue)")

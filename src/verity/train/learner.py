@@ -1,0 +1,120 @@
+"""The learner: forward/backward and optimiser steps on a local torch model, behind a small interface.
+
+:class:`Learner` is what the training loops talk to (Tinker-style ``forward_backward`` +
+``optim_step``), so a distributed learner (torchrun/FSDP) or a remote one can replace
+:class:`LocalLearner` without touching the loops. ``LocalLearner`` holds the model (with or
+without LoRA), AdamW, the LR schedule, and computes token log-probs of completions without
+materialising a [B, T, V] log-softmax.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Any, Callable, Protocol
+
+import torch
+
+from verity.algos.logprobs import entropy_from_logits, selective_log_softmax
+from verity.types import Batch
+
+LossFn = Callable[[torch.Tensor, Batch], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+
+
+class Learner(Protocol):
+    def forward_backward(self, batch: Batch, loss_fn: LossFn, scale: float = 1.0) -> dict[str, float]: ...
+    def optim_step(self) -> dict[str, float]: ...
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def add_lora(model: Any, rank: int, alpha: float | None = None) -> Any:
+    """Wrap ``model`` with LoRA adapters on all linear layers (rank 0 = return it unchanged)."""
+    if rank <= 0:
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    cfg = LoraConfig(r=rank, lora_alpha=alpha or 2 * rank, lora_dropout=0.0, target_modules="all-linear",
+                     task_type="CAUSAL_LM")
+    return get_peft_model(model, cfg)
+
+
+def lr_lambda(warmup: int, total: int, schedule: str = "constant", floor: float = 0.1) -> Callable[[int], float]:
+    def f(step: int) -> float:
+        if warmup > 0 and step < warmup:
+            return (step + 1) / warmup
+        if schedule == "cosine" and total > warmup:
+            prog = min(1.0, (step - warmup) / max(1, total - warmup))
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * prog))
+        return 1.0
+    return f
+
+
+class LocalLearner:
+    """Trains a model in this process; bf16 autocast where the hardware is fast at it."""
+
+    def __init__(self, model: Any, lr: float, weight_decay: float = 0.0, max_grad_norm: float = 1.0,
+                 warmup_steps: int = 0, total_steps: int = 1, schedule: str = "constant",
+                 autocast_dtype: torch.dtype | None = None):
+        self.model = model
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.99))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_lambda(warmup_steps, total_steps, schedule))
+        self.max_grad_norm = max_grad_norm
+        self.autocast_dtype = autocast_dtype
+        self.device = next(model.parameters()).device
+
+    def autocast(self) -> Any:
+        if self.autocast_dtype is None or self.autocast_dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def completion_logprobs(self, batch: Batch, with_entropy: bool = False,
+                            disable_adapter: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Log-probs of the completion tokens, [B, C] (and entropy [B, C] if asked)."""
+        C = batch.loss_mask.shape[1]
+        ids = batch.input_ids.to(self.device)
+        attn = batch.attention_mask.to(self.device)
+        pos = (attn.cumsum(-1) - 1).clamp(min=0)
+        ctx = self.model.disable_adapter() if disable_adapter else contextlib.nullcontext()
+        with ctx, self.autocast():
+            # logits for positions P-1 .. P+C-2 predict completion tokens 0 .. C-1
+            out = self.model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=False,
+                             logits_to_keep=C + 1)
+        logits = out.logits[:, :-1]  # [B, C, V]
+        target = ids[:, -C:]  # [B, C]
+        lp = selective_log_softmax(logits, target)  # [B, C] float32
+        ent = None
+        if with_entropy:
+            with torch.no_grad():
+                ent = entropy_from_logits(logits.detach(), chunk_size=8)
+        return lp, ent
+
+    def forward_backward(self, batch: Batch, loss_fn: LossFn, scale: float = 1.0) -> dict[str, float]:
+        """Accumulate gradients of ``scale × loss_fn(logprobs, batch)``; returns detached metrics."""
+        self.model.train()
+        lp, ent = self.completion_logprobs(batch, with_entropy=True)
+        loss, metrics = loss_fn(lp, batch)
+        (loss * scale).backward()
+        mask = batch.loss_mask.to(lp.device)
+        out = {k: float(v) for k, v in metrics.items()}
+        out["loss"] = float(loss.detach())
+        if ent is not None and mask.sum() > 0:
+            out["entropy"] = float((ent * mask).sum() / mask.sum())
+        return out
+
+    def optim_step(self) -> dict[str, float]:
+        gn = torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm if self.max_grad_norm > 0 else float("inf"))
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return {"grad_norm": float(gn), "lr": lr}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])

@@ -1,0 +1,252 @@
+"""GRPO-family RL in any verity environment: the reference loop.
+
+One step: take ``groups_per_batch`` prompts → sample ``group_size`` completions each with
+:meth:`Environment.rollout` (the same path as ``verity eval``) → rewards from the rubric →
+group-relative advantages → clipped policy-gradient loss → AdamW step → metrics, plots,
+evals and checkpoints. The sampler and the learner are separate objects that share the
+model in-process; on a cluster they would be an inference server and a distributed learner.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from verity.algos.advantages import compute_advantages, zero_std_groups
+from verity.algos.losses import policy_loss
+from verity.envs.base import Environment, run_sync
+from verity.errors import ConfigError
+from verity.train.batching import make_batch, split_batch
+from verity.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from verity.train.config import RLConfig
+from verity.train.metrics import MetricsLog, ProgressLine, write_manifest
+from verity.types import Batch, Example, Rollout, SamplingArgs
+
+
+class TimedSampler:
+    """Wraps a sampler to account generation time separately from scoring."""
+
+    def __init__(self, inner: Any):
+        self.inner, self.name, self.seconds = inner, inner.name, 0.0
+        self.batch_size = getattr(inner, "batch_size", None)
+
+    async def generate(self, prompts: Any, args: SamplingArgs) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return await self.inner.generate(prompts, args)
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+
+def example_order(n: int, seed: int, epoch: int) -> list[int]:
+    """Deterministic shuffle of example indices for one epoch."""
+    order = list(range(n))
+    random.Random(seed * 1_000_003 + epoch).shuffle(order)
+    return order
+
+
+class RLTrainer:
+    """``RLTrainer(env, model, config).train()``; ``model`` is a name/path or a (model, tokenizer) pair."""
+
+    def __init__(self, env: Environment, model: Any, config: RLConfig):
+        config.validate()
+        self.env, self.cfg = env, config
+        env.require_rubric()
+        self.train_examples = env.get_examples("train")
+        if len(self.train_examples) < 1:
+            raise ConfigError(f"environment {env.env_id!r} has no training examples")
+        self.run_dir = Path(config.output_dir or f"outputs/runs/{env.env_id}--{time.strftime('%Y%m%d-%H%M%S')}")
+        self.model, self.tokenizer = self._load_model(model)
+        from verity.models.loading import pick_dtype
+        from verity.rollout.hf_sampler import HFSampler
+        from verity.train.learner import LocalLearner, add_lora
+
+        dev = next(self.model.parameters()).device.type
+        amp = pick_dtype("auto" if config.dtype == "auto" else config.dtype, dev)
+        torch.manual_seed(config.seed)
+        self.model = add_lora(self.model, config.lora_rank, config.lora_alpha)
+        self.learner = LocalLearner(self.model, lr=config.lr, weight_decay=config.weight_decay,
+                                    max_grad_norm=config.max_grad_norm, warmup_steps=config.warmup_steps,
+                                    total_steps=config.steps, autocast_dtype=amp)
+        self.sampler = TimedSampler(HFSampler(self.model, self.tokenizer, batch_size=config.batch_size,
+                                              name=str(model if isinstance(model, str) else "model"),
+                                              autocast_dtype=amp))
+        self.ref_model = self._reference_model() if config.kl_beta > 0 else None
+        self.step = 0
+
+    def _load_model(self, model: Any) -> tuple[Any, Any]:
+        if isinstance(model, tuple):
+            return model
+        from verity.models.loading import load_model
+
+        return load_model(model, for_training=True)
+
+    def _reference_model(self) -> Any:
+        if self.cfg.lora_rank > 0:
+            return None  # LoRA: the reference is the base model with adapters disabled
+        import copy
+
+        ref = copy.deepcopy(self.model).eval()
+        for p in ref.parameters():
+            p.requires_grad_(False)
+        return ref
+
+    # ---- data ---------------------------------------------------------------------------
+    def batch_examples(self, step: int) -> list[Example]:
+        """The prompts of ``step``: a deterministic function of (seed, step), so resume is exact."""
+        n, k = len(self.train_examples), self.cfg.groups_per_batch
+        out = []
+        for j in range(step * k, step * k + k):
+            epoch, pos = divmod(j, n)
+            out.append(self.train_examples[example_order(n, self.cfg.seed, epoch)[pos]])
+        return out
+
+    # ---- one step -------------------------------------------------------------------------
+    def sampling_args(self, step: int) -> SamplingArgs:
+        return SamplingArgs(max_tokens=self.cfg.max_tokens, temperature=self.cfg.temperature,
+                            top_p=self.cfg.top_p, seed=self.cfg.seed * 7919 + step)
+
+    def train_step(self, step: int) -> dict[str, Any]:
+        cfg, G = self.cfg, self.cfg.group_size
+        t0 = time.perf_counter()
+        self.sampler.seconds = 0.0
+        jobs = [(ex, i) for ex in self.batch_examples(step) for i in range(G)]
+        rollouts: list[Rollout] = run_sync(self.env.rollout(self.sampler, jobs, self.sampling_args(step)))
+        t_gen = self.sampler.seconds
+        t_score = time.perf_counter() - t0 - t_gen
+
+        rewards = torch.tensor([r.reward for r in rollouts])  # [N*G]
+        adv = compute_advantages(rewards, G, cfg.advantage, cfg.scale_rewards)  # [N*G]
+        flat = zero_std_groups(rewards, G)  # [N] groups with no signal are skipped
+        keep = [i for i in range(len(rollouts)) if not flat[i // G] and rollouts[i].error is None]
+        t1 = time.perf_counter()
+        train_metrics = self.optimize([rollouts[i] for i in keep], adv[keep].tolist()) if keep else {}
+        t_train = time.perf_counter() - t1
+        return self.step_metrics(step, rollouts, flat, train_metrics, t_gen, t_score, t_train)
+
+    def optimize(self, rollouts: list[Rollout], advantages: list[float]) -> dict[str, float]:
+        """``num_iterations`` passes of micro-batched forward/backward + one optimiser step each."""
+        cfg = self.cfg
+        batch = make_batch(rollouts, advantages, self.tokenizer.pad_token_id, cfg.mask_truncated)
+        micro = split_batch(batch, cfg.micro_batch_size)
+        if cfg.num_iterations > 1:  # the sampling policy's log-probs, before any update
+            with torch.no_grad():
+                micro = [_with_old(mb, self.learner.completion_logprobs(mb)[0]) for mb in micro]
+        refs = [self._ref_logprobs(mb) for mb in micro] if cfg.kl_beta > 0 else [None] * len(micro)
+        total_tokens = max(batch.num_tokens, 1)
+        sums: dict[str, float] = {}
+        for _ in range(cfg.num_iterations):
+            for mb, ref in zip(micro, refs):
+                scale = mb.num_tokens / total_tokens if cfg.loss == "dapo" else mb.input_ids.shape[0] / len(rollouts)
+                m = self.learner.forward_backward(mb, self._loss_fn(ref), scale=scale)
+                for k, v in m.items():
+                    sums[k] = sums.get(k, 0.0) + v * scale / cfg.num_iterations
+            for k, v in self.learner.optim_step().items():
+                sums[k] = v
+        return sums
+
+    def _loss_fn(self, ref: torch.Tensor | None) -> Any:
+        cfg = self.cfg
+
+        def fn(lp: torch.Tensor, mb: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+            old = lp.detach() if cfg.num_iterations == 1 else mb.old_logprobs.to(lp.device)
+            return policy_loss(lp, old, mb.advantages.to(lp.device), mb.loss_mask.to(lp.device),
+                               loss_type=cfg.loss, epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high,
+                               max_completion_length=cfg.max_tokens, ref_logprobs=ref, kl_beta=cfg.kl_beta)
+        return fn
+
+    def _ref_logprobs(self, mb: Batch) -> torch.Tensor:
+        with torch.no_grad():
+            if self.ref_model is None:
+                return self.learner.completion_logprobs(mb, disable_adapter=True)[0]
+            saved = self.learner.model
+            self.learner.model = self.ref_model
+            try:
+                return self.learner.completion_logprobs(mb)[0]
+            finally:
+                self.learner.model = saved
+
+    def step_metrics(self, step: int, rollouts: list[Rollout], flat: torch.Tensor, tm: dict[str, float],
+                     t_gen: float, t_score: float, t_train: float) -> dict[str, Any]:
+        rewards = torch.tensor([r.reward for r in rollouts])
+        lengths = [r.num_completion_tokens for r in rollouts]
+        m: dict[str, Any] = {"step": step + 1, "reward/mean": float(rewards.mean()), "reward/std": float(rewards.std())}
+        for name in self.env.rubric.func_names:
+            m[f"reward/{name}"] = sum(r.scores.get(name, 0.0) for r in rollouts) / len(rollouts)
+        m["reward/errors"] = sum(len(r.reward_errors) for r in rollouts)
+        for k in ("loss", "kl", "clip_frac", "entropy", "grad_norm", "lr"):
+            m[k] = tm.get(k, 0.0)
+        m.update({"completion_len/mean": sum(lengths) / len(lengths), "completion_len/max": max(lengths),
+                  "frac_truncated": sum(r.truncated for r in rollouts) / len(rollouts),
+                  "frac_zero_std": float(flat.float().mean()), "tokens": sum(lengths),
+                  "time/generate": t_gen, "time/score": t_score, "time/train": t_train})
+        return m
+
+    # ---- the loop -------------------------------------------------------------------------
+    def train(self) -> dict[str, Any]:
+        cfg = self.cfg
+        start = self._maybe_resume()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        write_manifest(self.run_dir, "rl", cfg, self.env.env_id, self.env.env_args)
+        log = MetricsLog(self.run_dir, resume_step=start if cfg.resume else None)
+        progress = ProgressLine(cfg.steps, start)
+        last: dict[str, Any] = {}
+        for step in range(start, cfg.steps):
+            last = self.train_step(step)
+            if self._eval_due(step + 1):
+                last.update(self.evaluate())
+            log.log(last)
+            progress.update(step + 1, {"reward": last["reward/mean"], "loss": last["loss"]})
+            if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
+                self.save(step + 1)
+                self._plot()
+        progress.close()
+        self.step = cfg.steps
+        return last
+
+    def _eval_due(self, step: int) -> bool:
+        if self.cfg.eval_examples <= 0:
+            return False
+        return (self.cfg.eval_every > 0 and step % self.cfg.eval_every == 0) or step == self.cfg.steps
+
+    def evaluate(self, num_examples: int | None = None) -> dict[str, float]:
+        """Held-out eval (one rollout per example) with the current policy: ``eval/...`` metrics."""
+        from verity.eval.evaluate import evaluate
+
+        n = num_examples or self.cfg.eval_examples
+        args = SamplingArgs(max_tokens=self.cfg.max_tokens, temperature=self.cfg.temperature, top_p=self.cfg.top_p)
+        res = run_sync(evaluate(self.env, self.sampler, n, 1, args, seed=self.cfg.seed + 12345))
+        return {f"eval/{'reward/mean' if k == 'reward' else 'reward/' + k}": v for k, v in res.metrics.items()}
+
+    def save(self, step: int) -> Path:
+        return save_checkpoint(self.run_dir, step, self.model, self.learner.state_dict(),
+                               {"config": asdict(self.cfg)}, keep=self.cfg.keep_checkpoints,
+                               tokenizer=self.tokenizer)
+
+    def _maybe_resume(self) -> int:
+        if not self.cfg.resume:
+            return 0
+        ckpt = latest_checkpoint(self.run_dir)
+        if ckpt is None:
+            raise ConfigError(f"--resume: no checkpoint in {self.run_dir}/checkpoints")
+        state = load_checkpoint(ckpt, self.model, self.learner)
+        return int(state["step"])
+
+    def _plot(self) -> None:
+        try:
+            from verity.train.plot import plot_run
+
+            plot_run(self.run_dir)
+        except Exception as e:  # a plot must never kill a training run
+            print(f"warning: could not draw the reward curve: {e}")
+
+
+def _with_old(mb: Batch, old: torch.Tensor) -> Batch:
+    from dataclasses import replace
+
+    return replace(mb, old_logprobs=old.detach().float().cpu())
