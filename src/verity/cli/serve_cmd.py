@@ -1,0 +1,79 @@
+"""``verity serve MODEL``: serve a local model over an OpenAI-compatible HTTP API (FastAPI + uvicorn)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from verity.cli.derive import add_dataclass_args, build_config, flag
+from verity.errors import ConfigError
+
+
+@dataclass
+class ServeConfig:
+    model: str = flag(positional=True)
+    """Model to serve: local HF directory, hub id or `verity-tiny`."""
+    host: str = flag("--host", default="127.0.0.1")
+    """Interface to bind (loopback by default; use 0.0.0.0 only behind --api-key-env)."""
+    port: int = flag("--port", default=8000)
+    """TCP port."""
+    api_key_env: str | None = flag("--api-key-env", default=None)
+    """Environment variable holding the API key clients must send as 'Authorization: Bearer KEY'."""
+    max_batch_size: int = flag("--max-batch-size", default=32)
+    """Most sequences generated together in one batch (1 = one request at a time)."""
+    max_queue: int = flag("--max-queue", default=256)
+    """Most unfinished requests held; more are refused with 429."""
+    served_model_name: str | None = flag("--served-model-name", default=None)
+    """Model id clients send in 'model' (default: MODEL as given)."""
+    default_max_tokens: int = flag("--default-max-tokens", default=512)
+    """Completion tokens when a request sets no max_tokens (capped by the context length)."""
+    dtype: str = flag("--dtype", default="auto", choices=("auto", "bf16", "fp16", "fp32"))
+    """Weights dtype (auto = bf16 on hardware that is fast at it)."""
+    log_level: str = flag("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
+    """uvicorn log level."""
+
+    def validate(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"--port {self.port}: must be 0..65535")
+        if self.max_batch_size < 1:
+            raise ConfigError(f"--max-batch-size {self.max_batch_size}: must be >= 1")
+        if self.max_queue < 1:
+            raise ConfigError(f"--max-queue {self.max_queue}: must be >= 1")
+        if self.default_max_tokens < 1:
+            raise ConfigError(f"--default-max-tokens {self.default_max_tokens}: must be >= 1")
+        if self.api_key_env is not None and not os.environ.get(self.api_key_env):
+            raise ConfigError(f"--api-key-env {self.api_key_env}: environment variable is not set or empty")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("serve", help="serve a model over an OpenAI-compatible API",
+                       description="Serve a local model at /v1/chat/completions and /v1/completions, "
+                                   "batching concurrent requests together.")
+    add_dataclass_args(p, ServeConfig)
+
+
+def build_app(cfg: ServeConfig) -> Any:
+    """Load the model and build the FastAPI app for ``cfg``."""
+    from verity.rollout.hf_sampler import HFSampler
+    from verity.serve.app import create_app
+
+    sampler = HFSampler.from_pretrained(cfg.model, batch_size=cfg.max_batch_size, dtype=cfg.dtype)
+    key = os.environ[cfg.api_key_env] if cfg.api_key_env else None
+    return create_app(sampler, cfg.served_model_name or cfg.model, api_key=key, max_batch_size=cfg.max_batch_size,
+                      max_queue=cfg.max_queue, default_max_tokens=cfg.default_max_tokens)
+
+
+def run(args: argparse.Namespace, argv: list[str]) -> int:
+    cfg = build_config(ServeConfig, args, argv)
+    cfg.validate()
+    import uvicorn
+
+    app = build_app(cfg)
+    name = cfg.served_model_name or cfg.model
+    print(f"verity serve: {name!r} at http://{cfg.host}:{cfg.port}/v1 (max batch {cfg.max_batch_size}, "
+          f"queue {cfg.max_queue}{', API key required' if cfg.api_key_env else ''})", file=sys.stderr, flush=True)
+    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level, timeout_graceful_shutdown=5)
+    return 0

@@ -1,0 +1,261 @@
+"""``verity compare``: several models on the same examples and seeds, side by side.
+
+Each model is evaluated exactly as ``verity eval`` does it (:func:`verity.cli.eval_cmd.run_eval`,
+results in ``OUT/<model>/results.jsonl`` + ``metadata.json``). The comparison is a table with
+one row per metric (total reward, then each reward function) and one column per model, the best
+mean of each row in bold, written as ``comparison.md``, ``comparison.json`` and a grouped bar
+chart ``comparison.png``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from verity.cli.derive import flag
+from verity.errors import ConfigError
+from verity.eval.config import EvalConfig, parse_env_args
+
+LOCAL = ("", "-")
+
+
+@dataclass
+class CompareConfig:
+    env: str = flag(positional=True, default="pii-masking")
+    """Environment id, importable module, or path to a .py file exposing load_environment."""
+    models: list[str] = flag("-m", "--model", default=[])
+    """A model to compare (give -m two or more times): local directory, hub id, or a name served at its -b."""
+    base_urls: list[str] = flag("-b", "--base-url", default=[])
+    """Endpoint of the model at the same position among the -m (repeatable; '-' or '' = run it in-process)."""
+    api_key_vars: list[str] = flag("-k", "--api-key-var", default=[])
+    """Environment variable with the API key of the model at the same position (repeatable; '-' or '' = none)."""
+    num_examples: int = flag("-n", "--num-examples", default=5)
+    """Number of examples from the eval split (-1 = all); the same examples for every model."""
+    rollouts_per_example: int = flag("-r", "--rollouts-per-example", default=3)
+    """Rollouts (samples) per example."""
+    max_tokens: int | None = flag("-t", "--max-tokens", default=None)
+    """Max completion tokens (default: the environment's, else 512)."""
+    temperature: float | None = flag("-T", "--temperature", default=None)
+    """Sampling temperature (default: the environment's, else 1.0)."""
+    top_p: float | None = flag("--top-p", default=None)
+    """Nucleus sampling mass."""
+    env_args: str = flag("-a", "--env-args", default="{}")
+    """JSON object of keyword arguments for load_environment."""
+    sampling_args: str = flag("-S", "--sampling-args", default="{}")
+    """JSON object of extra sampling args passed to the backends."""
+    concurrency: int = flag("-c", "--concurrency", default=32)
+    """Max concurrent requests to an endpoint."""
+    batch_size: int = flag("--batch-size", default=64)
+    """Sequences per generation batch for in-process models."""
+    output_dir: str | None = flag("-o", "--output-dir", default=None)
+    """Comparison directory (default: outputs/compare/ENV--TIME); one subdirectory per model."""
+    seed: int = flag("--seed", default=0)
+    """Sampling seed, the same for every model."""
+    json: bool = flag("--json", default=False)
+    """Print comparison.json on stdout instead of the markdown table."""
+    on_reward_error: str = flag("--on-reward-error", default="zero", choices=("zero", "raise"))
+    """A reward function that raises: score 0 and count it (zero), or abort (raise)."""
+    dtype: str = flag("--dtype", default="auto", choices=("auto", "bf16", "fp16", "fp32"))
+    """Weights dtype for in-process models."""
+
+    def validate(self) -> None:
+        if len(self.models) < 2:
+            raise ConfigError(f"-m: give at least two models to compare (got {len(self.models)})")
+        for flag_name, vals in (("-b", self.base_urls), ("-k", self.api_key_vars)):
+            if len(vals) > len(self.models):
+                raise ConfigError(f"{flag_name} given {len(vals)} times but -m only {len(self.models)} times "
+                                  f"({flag_name} values are matched to -m by position)")
+        for i, key in enumerate(self.api_key_vars):
+            if key not in LOCAL and self.base_url(i) is None:
+                raise ConfigError(f"-k {key}: model {self.models[i]!r} has no -b endpoint to send the key to")
+        self.eval_config(0).validate()
+
+    def base_url(self, i: int) -> str | None:
+        """Endpoint of model ``i`` (None = in-process)."""
+        v = self.base_urls[i] if i < len(self.base_urls) else ""
+        return None if v in LOCAL else v
+
+    def api_key_var(self, i: int) -> str | None:
+        v = self.api_key_vars[i] if i < len(self.api_key_vars) else ""
+        return None if v in LOCAL else v
+
+    def eval_config(self, i: int) -> EvalConfig:
+        """The ``verity eval`` configuration of model ``i``."""
+        return EvalConfig(
+            env=self.env, model=self.models[i], base_url=self.base_url(i), api_key_var=self.api_key_var(i),
+            num_examples=self.num_examples, rollouts_per_example=self.rollouts_per_example,
+            max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p, env_args=self.env_args,
+            sampling_args=self.sampling_args, concurrency=self.concurrency, batch_size=self.batch_size,
+            seed=self.seed, on_reward_error=self.on_reward_error, dtype=self.dtype,
+        )
+
+
+@dataclass
+class Comparison:
+    """Per-model metrics on one environment, in -m order."""
+
+    env: str
+    labels: list[str]
+    models: list[dict[str, Any]]
+    """One entry per model: model, base_url, label, results_dir, metrics {name: {mean, std}}, errors, ..."""
+    metric_names: list[str]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def best(self) -> dict[str, list[str]]:
+        """Labels with the highest mean per metric (ties all count; NaN never wins)."""
+        out = {}
+        for name in self.metric_names:
+            vals = [m["metrics"].get(name, {}).get("mean", float("nan")) for m in self.models]
+            finite = [v for v in vals if not math.isnan(v)]
+            top = max(finite) if finite else None
+            out[name] = [lab for lab, v in zip(self.labels, vals) if top is not None and _close(v, top)]
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {"env": self.env, "settings": self.settings, "metrics": self.metric_names,
+                "models": self.models, "best": self.best()}
+
+
+def _close(a: float, b: float) -> bool:
+    return not math.isnan(a) and abs(a - b) <= 1e-12 * max(1.0, abs(b))
+
+
+def model_labels(models: Sequence[str]) -> list[str]:
+    """Short unique column labels: a local path's last component, else the name; '#2' etc. on clashes."""
+    base = [Path(m).name if ("/" in m and Path(m).exists()) else m for m in models]
+    out, seen = [], {}  # type: ignore[var-annotated]
+    for b in base:
+        seen[b] = seen.get(b, 0) + 1
+        out.append(b if seen[b] == 1 else f"{b}#{seen[b]}")
+    return out
+
+
+def subdir_names(labels: Sequence[str]) -> list[str]:
+    """One filesystem-safe, unique results subdirectory per model."""
+    out, used = [], set()  # type: ignore[var-annotated]
+    for i, lab in enumerate(labels):
+        s = re.sub(r"[^A-Za-z0-9_.-]+", "_", lab).strip("._")[-60:] or f"model{i}"
+        name, k = s, 2
+        while name in used:
+            name, k = f"{s}-{k}", k + 1
+        used.add(name)
+        out.append(name)
+    return out
+
+
+def markdown_table(c: Comparison) -> str:
+    """Rows: metrics; columns: models; cells 'mean ± std'; the best mean per row in bold."""
+    best = c.best()
+    head = "| metric | " + " | ".join(_md_escape(lab) for lab in c.labels) + " |"
+    sep = "|---|" + "---:|" * len(c.labels)
+    rows = [head, sep]
+    for name in c.metric_names:
+        cells = []
+        for lab, m in zip(c.labels, c.models):
+            v = m["metrics"].get(name)
+            if v is None:
+                cells.append("–")
+                continue
+            text = f"{v['mean']:.4f} ± {v['std']:.4f}"
+            cells.append(f"**{text}**" if lab in best[name] else text)
+        rows.append(f"| {_md_escape(name)} | " + " | ".join(cells) + " |")
+    errs = [str(m.get("errors", 0)) for m in c.models]
+    rows.append("| errors | " + " | ".join(errs) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def _md_escape(s: str) -> str:
+    return s.replace("|", "\\|")
+
+
+def comparison_markdown(c: Comparison) -> str:
+    s = c.settings
+    lines = [f"# {c.env}: {' vs '.join(c.labels)}", "",
+             f"{s.get('num_examples')} examples × {s.get('rollouts_per_example')} rollouts, seed {s.get('seed')}, "
+             f"same examples and seeds for every model. Best mean per row in bold.", "", markdown_table(c)]
+    lines += ["| model | source | results |", "|---|---|---|"]
+    for lab, m in zip(c.labels, c.models):
+        lines.append(f"| {_md_escape(lab)} | {m.get('base_url') or 'in-process'} | {m.get('results_dir')} |")
+    return "\n".join(lines) + "\n"
+
+
+def bar_chart(c: Comparison, path: str | Path) -> None:
+    """Grouped bar chart: one group per metric, one bar per model, ± std whiskers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n_models, n_metrics = len(c.labels), len(c.metric_names)
+    width = 0.8 / max(n_models, 1)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * n_metrics * max(n_models, 2) * 0.6), 4.5))
+    for k, (lab, m) in enumerate(zip(c.labels, c.models)):
+        means = [m["metrics"].get(n, {}).get("mean", float("nan")) for n in c.metric_names]
+        stds = [m["metrics"].get(n, {}).get("std", 0.0) for n in c.metric_names]
+        xs = [i + (k - (n_models - 1) / 2) * width for i in range(n_metrics)]
+        ax.bar(xs, means, width, yerr=stds, capsize=3, label=lab)
+    ax.set_xticks(list(range(n_metrics)))
+    ax.set_xticklabels(c.metric_names, rotation=20, ha="right")
+    ax.set_ylabel("mean score")
+    ax.set_title(f"{c.env}: {c.settings.get('num_examples')} examples × {c.settings.get('rollouts_per_example')} rollouts")
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_outputs(c: Comparison, out_dir: str | Path) -> dict[str, str]:
+    """comparison.md, comparison.json and comparison.png in ``out_dir``; returns their paths."""
+    from verity.utils import atomic_write_json, atomic_write_text
+
+    out = Path(out_dir)
+    paths = {"markdown": str(out / "comparison.md"), "json": str(out / "comparison.json"),
+             "chart": str(out / "comparison.png")}
+    atomic_write_text(paths["markdown"], comparison_markdown(c))
+    atomic_write_json(paths["json"], c.to_json())
+    bar_chart(c, paths["chart"])
+    return paths
+
+
+def compare(cfg: CompareConfig, out_dir: str | Path, show_progress: bool = True, log: Any = None) -> Comparison:
+    """Evaluate every model of ``cfg`` on the same examples and seeds; write the comparison files."""
+    from verity.cli.eval_cmd import load_env_for, run_eval
+    from verity.rollout.sampler import make_sampler
+
+    env = load_env_for(cfg.env, cfg.env_args, cfg.on_reward_error)
+    names = ["reward", *env.require_rubric().func_names]
+    labels = model_labels(cfg.models)
+    subdirs = subdir_names(labels)
+    entries: list[dict[str, Any]] = []
+    for i, model in enumerate(cfg.models):
+        ecfg = cfg.eval_config(i)
+        if log:
+            log(f"[{i + 1}/{len(cfg.models)}] {labels[i]} ({ecfg.base_url or 'in-process'})")
+        sampler = make_sampler(model, base_url=ecfg.base_url, api_key_env=ecfg.api_key_var,
+                               concurrency=cfg.concurrency, batch_size=cfg.batch_size, dtype=cfg.dtype)
+        res = run_eval(env, sampler, ecfg, show_progress=show_progress, out_dir=str(Path(out_dir) / subdirs[i]))
+        del sampler  # free an in-process model before loading the next
+        entries.append({"model": model, "label": labels[i], "base_url": ecfg.base_url, "results_dir": res.results_dir,
+                        "metrics": res.summary["metrics"], "errors": res.summary["errors"],
+                        "generation_errors": res.summary["generation_errors"], "truncated": res.summary["truncated"],
+                        "completion_tokens_mean": res.summary["completion_tokens_mean"]})
+    settings = {"num_examples": _num_examples(entries[0]), "rollouts_per_example": cfg.rollouts_per_example,
+                "seed": cfg.seed, "env_args": parse_env_args(cfg.env_args), "max_tokens": cfg.max_tokens,
+                "temperature": cfg.temperature, "top_p": cfg.top_p}
+    c = Comparison(env=cfg.env, labels=labels, models=entries, metric_names=names, settings=settings)
+    write_outputs(c, out_dir)
+    return c
+
+
+def _num_examples(entry: dict[str, Any]) -> int | None:
+    import json
+
+    try:
+        meta = json.loads((Path(entry["results_dir"]) / "metadata.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return meta.get("num_examples")

@@ -1,0 +1,291 @@
+"""The FastAPI app of ``verity serve``: OpenAI-compatible chat / text completions over a local model.
+
+Endpoints: ``GET /health``, ``GET /v1/models``, ``GET /v1/models/{model}``,
+``POST /v1/chat/completions`` and ``POST /v1/completions`` (both with SSE streaming).
+Generation goes through one :class:`~verity.serve.batcher.Batcher`, so concurrent requests
+share batches. Every error, including FastAPI's validation errors (400 here, not 422) and
+unknown paths, is returned in OpenAI's ``{"error": {...}}`` shape.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+import time
+import uuid
+from typing import Any, AsyncIterator, Sequence
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from verity.serve import protocol as P
+from verity.serve.batcher import Batcher, QueueFull
+from verity.serve.render import (SSE_DONE, active_tools, encode_prompt, parse_tool_calls, render_chat, sse,
+                                 text_chunks)
+from verity.types import Completion, SamplingArgs
+
+log = logging.getLogger(__name__)
+
+
+class _State:
+    """What the route handlers share: the sampler, its limits and the batcher."""
+
+    def __init__(self, sampler: Any, name: str, api_key: str | None, batcher: Batcher, default_max_tokens: int):
+        self.sampler, self.name, self.api_key, self.batcher = sampler, name, api_key, batcher
+        self.default_max_tokens = default_max_tokens
+        cfg = getattr(sampler.model, "config", None)
+        self.context = getattr(cfg, "max_position_embeddings", None)
+        self.vocab_size = getattr(cfg, "vocab_size", None) or len(sampler.tokenizer)
+        self.created = int(time.time())
+
+
+def create_app(sampler: Any, served_model_name: str, api_key: str | None = None, max_batch_size: int = 32,
+               max_queue: int = 256, default_max_tokens: int = 512, batch_wait_s: float = 0.002) -> FastAPI:
+    """App serving ``sampler`` (an :class:`~verity.rollout.hf_sampler.HFSampler`) as ``served_model_name``."""
+    batcher = Batcher(sampler, max_batch_size=max_batch_size, max_queue=max_queue, batch_wait_s=batch_wait_s)
+    st = _State(sampler, served_model_name, api_key, batcher, default_max_tokens)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        batcher.start()
+        try:
+            yield
+        finally:
+            await batcher.stop()
+
+    app = FastAPI(title="verity serve", version="0.1.0", lifespan=lifespan,
+                  description="OpenAI-compatible API over a local model, with dynamic batching.")
+    app.state.verity = st
+    _add_error_handlers(app)
+    _add_routes(app, st)
+    _strip_422(app)
+    return app
+
+
+# ---------------------------------------------------------------- errors
+def _error_response(e: P.APIError) -> JSONResponse:
+    return JSONResponse(e.body(), status_code=e.status, headers=e.headers)
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[str, str | None, str | None]:
+    errs = exc.errors()
+    if not errs:
+        return "invalid request body", None, None
+    e = errs[0]
+    loc = [str(x) for x in e.get("loc", ()) if x != "body"]
+    if e.get("type") == "json_invalid":
+        return f"request body is not valid JSON: {e.get('ctx', {}).get('error', e.get('msg'))}", None, "invalid_json"
+    param = ".".join(loc) or None
+    where = f"{param}: " if param else "body: "
+    more = f" (and {len(errs) - 1} more errors)" if len(errs) > 1 else ""
+    return f"{where}{e.get('msg', 'invalid value')}{more}", param, None
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(P.APIError)
+    async def _api_error(_: Request, exc: P.APIError) -> JSONResponse:
+        return _error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        msg, param, code = _validation_message(exc)
+        return JSONResponse(P.error_body(msg, param=param, code=code), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        msg = f"Invalid URL ({request.method} {request.url.path})" if exc.status_code in (404, 405) else str(exc.detail)
+        return JSONResponse(P.error_body(msg, code="not_found" if exc.status_code == 404 else None),
+                            status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _crash(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("request failed")
+        return JSONResponse(P.error_body(f"internal error: {type(exc).__name__}: {exc}", type="server_error"),
+                            status_code=500)
+
+
+def _strip_422(app: FastAPI) -> None:
+    """Drop FastAPI's default 422 responses from the OpenAPI schema (this server answers 400)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            for path in schema.get("paths", {}).values():
+                for op in path.values():
+                    op.get("responses", {}).pop("422", None)
+            for name in ("HTTPValidationError", "ValidationError"):
+                schema.get("components", {}).get("schemas", {}).pop(name, None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+# ---------------------------------------------------------------- helpers
+def _auth_dependency(st: _State) -> Any:
+    bearer = HTTPBearer(auto_error=False, description="the key from --api-key-env")
+
+    async def check(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+        if st.api_key is None:
+            return
+        if creds is None or not secrets.compare_digest(creds.credentials.encode(), st.api_key.encode()):
+            raise P.APIError(401, "Incorrect or missing API key (send 'Authorization: Bearer KEY')",
+                             param=None, code="invalid_api_key")
+
+    return check
+
+
+def _check_model(st: _State, model: str) -> None:
+    if model != st.name:
+        raise P.APIError(404, f"The model {model!r} does not exist; this server serves {st.name!r}",
+                         param="model", code="model_not_found")
+
+
+def _sampling_args(st: _State, req: Any, prompts: Sequence[Sequence[int]], max_tokens: int | None,
+                   param: str) -> SamplingArgs:
+    """SamplingArgs for ``req``; 400 ``context_length_exceeded`` when prompt + max_tokens do not fit."""
+    longest = max(len(p) for p in prompts)
+    if max_tokens is None:
+        max_tokens = st.default_max_tokens if st.context is None else min(st.default_max_tokens, st.context - longest)
+    if st.context is not None and longest + max_tokens > st.context:
+        raise P.APIError(400, f"This model's maximum context length is {st.context} tokens. However, you requested "
+                              f"{longest + max_tokens} tokens ({longest} in the {param}, {max_tokens} in the "
+                              f"completion). Please reduce the length of the {param} or completion.",
+                         param=param, code="context_length_exceeded")
+    stop = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ())
+    return SamplingArgs(max_tokens=max_tokens, temperature=1.0 if req.temperature is None else req.temperature,
+                        top_p=1.0 if req.top_p is None else req.top_p, stop=tuple(s for s in stop if s),
+                        seed=req.seed)
+
+
+async def _generate(st: _State, prompts: list[list[int]], args: SamplingArgs) -> list[Completion]:
+    if len(prompts) > P.MAX_SEQUENCES:
+        raise P.APIError(400, f"this request asks for {len(prompts)} sequences (prompts × n); the limit is "
+                              f"{P.MAX_SEQUENCES}", param="n")
+    try:
+        return await st.batcher.submit(prompts, args)
+    except QueueFull as e:
+        raise P.APIError(429, f"The server is busy ({e}); retry shortly", type="requests",
+                         code="rate_limit_exceeded", headers={"Retry-After": "1"}) from None
+
+
+def _usage(prompt_tokens: int, outs: Sequence[Completion]) -> dict[str, int]:
+    comp = sum(len(c.completion_ids) for c in outs)
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": comp, "total_tokens": prompt_tokens + comp}
+
+
+def _chat_choice(i: int, c: Completion, parse_tools: bool) -> dict[str, Any]:
+    content, calls = parse_tool_calls(c.text) if parse_tools else (c.text, [])
+    finish = "tool_calls" if calls else ("length" if c.finish_reason == "length" else "stop")
+    msg: dict[str, Any] = {"role": "assistant", "content": content}
+    if calls:
+        msg["tool_calls"] = calls
+    return {"index": i, "message": msg, "finish_reason": finish, "logprobs": None}
+
+
+# ---------------------------------------------------------------- routes
+def _add_routes(app: FastAPI, st: _State) -> None:
+    auth = [Depends(_auth_dependency(st))]
+
+    @app.get("/health", response_model=P.Health, tags=["server"])
+    async def health() -> dict[str, Any]:
+        """Liveness and batching counters (no auth)."""
+        s = st.batcher.stats
+        return {"status": "ok", "model": st.name, "queued": st.batcher.unfinished, "batches": s["batches"],
+                "sequences": s["sequences"], "requests": s["requests"]}
+
+    def card() -> dict[str, Any]:
+        return {"id": st.name, "object": "model", "created": st.created, "owned_by": "verity",
+                "max_model_len": st.context}
+
+    @app.get("/v1/models", response_model=P.ModelList, responses=P.ERROR_RESPONSES, dependencies=auth, tags=["openai"])
+    async def models() -> dict[str, Any]:
+        """The served model."""
+        return {"object": "list", "data": [card()]}
+
+    @app.get("/v1/models/{model}", response_model=P.ModelCard, responses=P.ERROR_RESPONSES, dependencies=auth,
+             tags=["openai"])
+    async def model_card(model: str) -> dict[str, Any]:
+        """One model by id (404 unless it is the served one)."""
+        _check_model(st, model)
+        return card()
+
+    @app.post("/v1/chat/completions", response_model=P.ChatCompletion, dependencies=auth, tags=["openai"],
+              responses={**P.ERROR_RESPONSES, **P.STREAM_200})
+    async def chat_completions(req: P.ChatCompletionRequest) -> Any:
+        """Chat completion (OpenAI shape): n choices, stop, seed, tools / tool_calls, SSE when stream is true."""
+        _check_model(st, req.model)
+        tools = active_tools(req)
+        ids = render_chat(st.sampler.tokenizer, req.messages, tools)
+        max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
+        args = _sampling_args(st, req, [ids], max_tokens, "messages")
+        outs = await _generate(st, [ids] * req.n, args)
+        choices = [_chat_choice(i, c, tools is not None) for i, c in enumerate(outs)]
+        body = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
+                "model": st.name, "choices": choices, "usage": _usage(len(ids), outs), "system_fingerprint": None}
+        if req.stream:
+            usage = bool(req.stream_options and req.stream_options.include_usage)
+            return StreamingResponse(_chat_events(body, usage), media_type="text/event-stream")
+        return body
+
+    @app.post("/v1/completions", response_model=P.TextCompletion, dependencies=auth, tags=["openai"],
+              responses={**P.ERROR_RESPONSES, **P.STREAM_200})
+    async def completions(req: P.CompletionRequest) -> Any:
+        """Text completion (OpenAI legacy shape) for one prompt or a list of prompts (text or token ids)."""
+        _check_model(st, req.model)
+        raw = req.prompt
+        items = [raw] if isinstance(raw, str) or (raw and isinstance(raw[0], int)) else list(raw)
+        if not items:
+            raise P.APIError(400, "the prompt is empty", param="prompt")
+        prompts = [encode_prompt(st.sampler.tokenizer, p, st.vocab_size) for p in items]  # type: ignore[arg-type]
+        args = _sampling_args(st, req, prompts, req.max_tokens, "prompt")
+        outs = await _generate(st, [p for p in prompts for _ in range(req.n)], args)
+        choices = [{"index": i, "text": c.text, "finish_reason": "length" if c.finish_reason == "length" else "stop",
+                    "logprobs": None} for i, c in enumerate(outs)]
+        body = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
+                "model": st.name, "choices": choices, "usage": _usage(sum(len(p) for p in prompts), outs)}
+        if req.stream:
+            usage = bool(req.stream_options and req.stream_options.include_usage)
+            return StreamingResponse(_text_events(body, usage), media_type="text/event-stream")
+        return body
+
+
+# ---------------------------------------------------------------- streaming
+async def _chat_events(body: dict[str, Any], include_usage: bool) -> AsyncIterator[str]:
+    """``chat.completion.chunk`` events for a finished completion, then ``[DONE]``."""
+    base = {"id": body["id"], "object": "chat.completion.chunk", "created": body["created"], "model": body["model"],
+            "system_fingerprint": None}
+
+    def chunk(index: int, delta: dict[str, Any], finish: str | None = None) -> str:
+        return sse({**base, "choices": [{"index": index, "delta": delta, "finish_reason": finish, "logprobs": None}]})
+
+    for ch in body["choices"]:
+        i, msg = ch["index"], ch["message"]
+        yield chunk(i, {"role": "assistant", "content": ""})
+        for piece in text_chunks(msg["content"] or ""):
+            yield chunk(i, {"content": piece})
+        for k, call in enumerate(msg.get("tool_calls") or []):
+            yield chunk(i, {"tool_calls": [{"index": k, **call}]})
+        yield chunk(i, {}, ch["finish_reason"])
+    if include_usage:
+        yield sse({**base, "choices": [], "usage": body["usage"]})
+    yield SSE_DONE
+
+
+async def _text_events(body: dict[str, Any], include_usage: bool) -> AsyncIterator[str]:
+    """``text_completion`` chunk events for a finished completion, then ``[DONE]``."""
+    base = {"id": body["id"], "object": "text_completion", "created": body["created"], "model": body["model"]}
+    for ch in body["choices"]:
+        for piece in text_chunks(ch["text"]):
+            yield sse({**base, "choices": [{"index": ch["index"], "text": piece, "finish_reason": None,
+                                            "logprobs": None}]})
+        yield sse({**base, "choices": [{"index": ch["index"], "text": "", "finish_reason": ch["finish_reason"],
+                                        "logprobs": None}]})
+    if include_usage:
+        yield sse({**base, "choices": [], "usage": body["usage"]})
+    yield SSE_DONE

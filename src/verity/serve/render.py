@@ -1,0 +1,158 @@
+"""Prompt rendering and output parsing for ``verity serve``.
+
+Chat requests go through the tokenizer's chat template; ``tools`` are passed to the template
+when it knows about them, else described in a system message (Hermes / Qwen style). Model
+output holding ``<tool_call>{"name": ..., "arguments": ...}</tool_call>`` is turned into
+OpenAI ``tool_calls``. Streaming splits the finished text into word-sized SSE chunks.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from typing import Any, Iterator, Sequence
+
+from verity.serve.protocol import APIError, ChatCompletionRequest, ChatMessage
+
+TOOL_CALL_RE = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.DOTALL)
+TOOLS_SYSTEM = (
+    "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+    "You are provided with function signatures within <tools></tools> XML tags:\n<tools>\n{tools}\n</tools>\n\n"
+    "For each function call, return a json object with function name and arguments within "
+    "<tool_call></tool_call> XML tags:\n<tool_call>\n{{\"name\": <function-name>, \"arguments\": <args-json-object>}}\n"
+    "</tool_call>"
+)
+
+
+def active_tools(req: ChatCompletionRequest) -> list[dict[str, Any]] | None:
+    """The tools the model may call under ``tool_choice`` (None when there are none)."""
+    if not req.tools or req.tool_choice == "none":
+        if not req.tools and req.tool_choice not in (None, "none", "auto"):
+            raise APIError(400, "tool_choice is set but no tools were given", param="tool_choice")
+        return None
+    tools = [t.model_dump(exclude_none=True) for t in req.tools]
+    choice = req.tool_choice
+    if choice is not None and not isinstance(choice, str):
+        tools = [t for t in tools if t["function"]["name"] == choice.function.name]
+        if not tools:
+            raise APIError(400, f"tool_choice names function {choice.function.name!r}, which is not in tools",
+                           param="tool_choice")
+    return tools
+
+
+def _content(m: ChatMessage) -> str:
+    if m.content is None:
+        return ""
+    if isinstance(m.content, str):
+        return m.content
+    parts = []
+    for p in m.content:
+        if p.type != "text" or p.text is None:
+            raise APIError(400, f"content part of type {p.type!r} is not supported (text only)", param="messages")
+        parts.append(p.text)
+    return "".join(parts)
+
+
+def _template_text(tokenizer: Any) -> str:
+    t = getattr(tokenizer, "chat_template", None) or ""
+    return " ".join(t.values()) if isinstance(t, dict) else str(t)
+
+
+def _message_dict(m: ChatMessage, tool_aware: bool) -> dict[str, Any]:
+    role = "system" if m.role == "developer" else m.role
+    d: dict[str, Any] = {"role": role, "content": _content(m)}
+    if m.name:
+        d["name"] = m.name
+    if m.tool_call_id:
+        d["tool_call_id"] = m.tool_call_id
+    if m.tool_calls:
+        if tool_aware:
+            d["tool_calls"] = [{"id": c.id, "type": "function",
+                                "function": {"name": c.function.name, "arguments": _maybe_json(c.function.arguments)}}
+                               for c in m.tool_calls]
+        else:
+            calls = "\n".join(
+                "<tool_call>\n" + json.dumps({"name": c.function.name, "arguments": _maybe_json(c.function.arguments)})
+                + "\n</tool_call>" for c in m.tool_calls)
+            d["content"] = (d["content"] + "\n" if d["content"] else "") + calls
+    return d
+
+
+def _maybe_json(s: str) -> Any:
+    try:
+        return json.loads(s)
+    except (json.JSONDecodeError, TypeError):
+        return s
+
+
+def render_chat(tokenizer: Any, messages: Sequence[ChatMessage], tools: list[dict[str, Any]] | None) -> list[int]:
+    """Token ids of the chat prompt (generation prompt opened)."""
+    tool_aware = "tools" in _template_text(tokenizer)
+    msgs = [_message_dict(m, tool_aware) for m in messages]
+    kw: dict[str, Any] = {}
+    if tools and tool_aware:
+        kw["tools"] = tools
+    elif tools:
+        desc = TOOLS_SYSTEM.format(tools="\n".join(json.dumps(t) for t in tools))
+        if msgs[0]["role"] == "system":
+            msgs[0] = {**msgs[0], "content": msgs[0]["content"] + "\n\n" + desc}
+        else:
+            msgs.insert(0, {"role": "system", "content": desc})
+    try:
+        ids = tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True, **kw)
+    except Exception as e:  # template errors (roles out of order, ...), undecodable text
+        raise APIError(400, f"cannot render the messages with the model's chat template: {e}", param="messages")
+    if isinstance(ids, dict) or hasattr(ids, "keys"):
+        ids = ids["input_ids"]
+    return [int(i) for i in ids]
+
+
+def encode_prompt(tokenizer: Any, prompt: str | list[int], vocab_size: int) -> list[int]:
+    """Token ids of a completions prompt (text, or ids checked against the vocabulary)."""
+    if isinstance(prompt, str):
+        try:
+            ids = list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        except Exception as e:
+            raise APIError(400, f"cannot tokenize the prompt: {e}", param="prompt")
+    else:
+        bad = [i for i in prompt if not 0 <= i < vocab_size]
+        if bad:
+            raise APIError(400, f"token id {bad[0]} is outside the vocabulary (0..{vocab_size - 1})", param="prompt")
+        ids = list(prompt)
+    if not ids:
+        raise APIError(400, "the prompt is empty", param="prompt")
+    return ids
+
+
+def parse_tool_calls(text: str) -> tuple[str | None, list[dict[str, Any]]]:
+    """(remaining content or None, OpenAI tool_calls) from ``<tool_call>`` blocks in ``text``."""
+    calls = []
+    for m in TOOL_CALL_RE.finditer(text):
+        try:
+            obj = json.loads(m.group(1))
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
+            continue
+        args = obj.get("arguments", obj.get("parameters", {}))
+        calls.append({"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
+                      "function": {"name": obj["name"],
+                                   "arguments": args if isinstance(args, str) else json.dumps(args)}})
+    if not calls:
+        return text, []
+    rest = TOOL_CALL_RE.sub("", text).strip()
+    return (rest or None), calls
+
+
+def text_chunks(text: str) -> Iterator[str]:
+    """Word-sized pieces of ``text`` that concatenate back to it."""
+    for m in re.finditer(r"\s*\S+|\s+$", text):
+        yield m.group(0)
+
+
+def sse(obj: Any) -> str:
+    return f"data: {json.dumps(obj)}\n\n"
+
+
+SSE_DONE = "data: [DONE]\n\n"

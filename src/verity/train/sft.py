@@ -1,0 +1,138 @@
+"""Supervised fine-tuning: the reference loop (completion-only loss, optional packing, LoRA or full).
+
+Per step: the next ``batch_size`` examples of a seeded per-epoch shuffle → micro-batches →
+token-mean NLL over assistant tokens → AdamW with warm-up + cosine decay → metrics,
+checkpoints (same format as RL, so ``--resume`` and ``verity merge`` work the same).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from verity.algos.logprobs import selective_log_softmax
+from verity.algos.losses import sft_loss
+from verity.errors import ConfigError
+from verity.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from verity.train.config import SFTConfig
+from verity.train.metrics import MetricsLog, ProgressLine, write_manifest
+from verity.train.sft_data import SFTExample, pack, packed_tensors, pad_batch, tokenize_conversation
+from verity.types import Message
+
+
+class SFTTrainer:
+    """``SFTTrainer(conversations, model, config).train()``; ``model`` is a name/path or (model, tokenizer)."""
+
+    def __init__(self, conversations: Sequence[Sequence[Message]], model: Any, config: SFTConfig):
+        from verity.models.loading import load_model, pick_dtype
+        from verity.train.learner import LocalLearner, add_lora
+
+        self.cfg = config
+        self.model, self.tokenizer = model if isinstance(model, tuple) else load_model(model, for_training=True)
+        self.examples = [tokenize_conversation(self.tokenizer, c, config.max_length) for c in conversations]
+        self.examples = [e for e in self.examples if any(e.loss_mask)]
+        if not self.examples:
+            raise ConfigError("no SFT example has assistant tokens within --max-length")
+        self.units: list[Any] = pack(self.examples, config.max_length) if config.packing else list(self.examples)
+        self.steps_per_epoch = math.ceil(len(self.units) / config.batch_size)
+        self.total_steps = max(1, math.ceil(self.steps_per_epoch * config.epochs))
+        if config.max_steps > 0:
+            self.total_steps = min(self.total_steps, config.max_steps)
+        torch.manual_seed(config.seed)
+        self.model = add_lora(self.model, config.lora_rank, config.lora_alpha)
+        dev = next(self.model.parameters()).device.type
+        self.learner = LocalLearner(self.model, config.lr, config.weight_decay, config.max_grad_norm,
+                                    config.warmup_steps, self.total_steps, config.lr_schedule,
+                                    autocast_dtype=pick_dtype(config.dtype, dev))
+        self.run_dir = Path(config.output_dir or f"outputs/sft/run--{time.strftime('%Y%m%d-%H%M%S')}")
+        self.pad_id = self.tokenizer.pad_token_id
+
+    def step_units(self, step: int) -> list[Any]:
+        """The data of ``step``, a pure function of (seed, step) so that resume is exact."""
+        n, k = len(self.units), self.cfg.batch_size
+        out = []
+        for j in range(step * k, step * k + k):
+            epoch, pos = divmod(j, n)
+            order = list(range(n))
+            random.Random(self.cfg.seed * 1_000_003 + epoch).shuffle(order)
+            out.append(self.units[order[pos]])
+        return out
+
+    def micro_loss(self, units: list[Any]) -> tuple[torch.Tensor, int]:
+        """Summed NLL over loss tokens of a micro-batch, and the token count."""
+        dev = self.learner.device
+        if self.cfg.packing:
+            t = packed_tensors(units, self.pad_id)
+            with self.learner.autocast():
+                logits = self.model(input_ids=t["input_ids"].to(dev), attention_mask=t["attention_mask"].to(dev),
+                                    position_ids=t["position_ids"].to(dev), use_cache=False).logits
+            lp = selective_log_softmax(logits[:, :-1], t["input_ids"][:, 1:].to(dev))  # [B, L-1]
+            mask = t["loss_mask"][:, 1:].to(dev)
+        else:
+            batch = pad_batch(units, self.pad_id)
+            lp, _ = self.learner.completion_logprobs(batch)  # [B, C]
+            mask = batch.loss_mask.to(dev)
+        n = int(mask.sum())
+        return sft_loss(lp, mask) * n, n
+
+    def train_step(self, step: int) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        self.model.train()
+        units = self.step_units(step)
+        mbs = [units[i:i + self.cfg.micro_batch_size] for i in range(0, len(units), self.cfg.micro_batch_size)]
+        total = sum(sum(sum(e.loss_mask) for e in (u if isinstance(u, list) else [u])) for u in units)
+        loss_sum = 0.0
+        for mb in mbs:
+            loss, _ = self.micro_loss(mb)
+            (loss / max(total, 1)).backward()
+            loss_sum += float(loss.detach())
+        opt = self.learner.optim_step()
+        return {"step": step + 1, "loss": loss_sum / max(total, 1), "tokens": total,
+                "epoch": (step + 1) / self.steps_per_epoch, **opt, "time/train": time.perf_counter() - t0}
+
+    def train(self) -> dict[str, Any]:
+        cfg = self.cfg
+        start = 0
+        if cfg.resume:
+            ckpt = latest_checkpoint(self.run_dir)
+            if ckpt is None:
+                raise ConfigError(f"--resume: no checkpoint in {self.run_dir}/checkpoints")
+            start = int(load_checkpoint(ckpt, self.model, self.learner)["step"])
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        write_manifest(self.run_dir, "sft", cfg, cfg.from_env, None)
+        log = MetricsLog(self.run_dir, resume_step=start if cfg.resume else None)
+        progress = ProgressLine(self.total_steps, start)
+        last: dict[str, Any] = {}
+        for step in range(start, self.total_steps):
+            last = self.train_step(step)
+            log.log(last)
+            progress.update(step + 1, {"loss": last["loss"], "lr": last["lr"]})
+            if (step + 1) % cfg.save_every == 0 or step + 1 == self.total_steps:
+                save_checkpoint(self.run_dir, step + 1, self.model, self.learner.state_dict(),
+                                {"config": asdict(cfg)}, keep=cfg.keep_checkpoints, tokenizer=self.tokenizer)
+        progress.close()
+        self.save_final(self.run_dir / "final")
+        try:
+            from verity.train.plot import plot_run
+
+            plot_run(self.run_dir)
+        except Exception as e:
+            print(f"warning: could not draw the loss curve: {e}")
+        return last
+
+    def save_final(self, out: Path) -> Path:
+        """A plain HF model directory (LoRA merged) with the tokenizer and chat template."""
+        model = self.model
+        if hasattr(model, "merge_and_unload"):
+            import copy
+
+            model = copy.deepcopy(model).merge_and_unload()
+        model.save_pretrained(out, safe_serialization=True)
+        self.tokenizer.save_pretrained(out)
+        return out

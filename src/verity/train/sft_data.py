@@ -1,0 +1,171 @@
+"""SFT data: load prompt/completion or chat ``messages`` rows, tokenize with the chat template,
+mask everything but assistant tokens, and build (optionally packed) batches.
+
+Tokenisation renders each conversation prefix with the tokenizer's chat template, so the
+loss mask covers exactly the tokens the template emits for assistant turns (content and
+end-of-turn token) and nothing of system/user/tool turns.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from verity.errors import DatasetError
+from verity.types import Batch, Message
+
+
+@dataclass(frozen=True)
+class SFTExample:
+    """One tokenised conversation: ids and a 0/1 mask of the tokens that get loss."""
+
+    input_ids: tuple[int, ...]
+    loss_mask: tuple[int, ...]
+
+
+def _messages_of(row: dict[str, Any], where: str) -> list[Message]:
+    if "messages" in row and row["messages"] is not None:
+        msgs = row["messages"]
+        if not isinstance(msgs, list) or not all(isinstance(m, dict) and "role" in m and "content" in m for m in msgs):
+            raise DatasetError(f"{where}, column 'messages': expected a list of {{'role', 'content'}} dicts")
+        if not any(m["role"] == "assistant" for m in msgs):
+            raise DatasetError(f"{where}, column 'messages': no assistant message to learn from")
+        return [{"role": m["role"], "content": m["content"]} for m in msgs]
+    if "prompt" in row and "completion" in row:
+        p, c = row["prompt"], row["completion"]
+        prompt = [{"role": "user", "content": p}] if isinstance(p, str) else p
+        comp = [{"role": "assistant", "content": c}] if isinstance(c, str) else c
+        if not isinstance(prompt, list) or not isinstance(comp, list):
+            raise DatasetError(f"{where}: 'prompt'/'completion' must be strings or message lists")
+        return [*prompt, *comp]
+    raise DatasetError(f"{where}: needs a 'messages' column or 'prompt' and 'completion' columns (has {sorted(row)})")
+
+
+def load_sft_rows(source: str) -> list[list[Message]]:
+    """Conversations from a JSONL/Parquet file or a hub dataset id."""
+    p = Path(source)
+    if p.suffix == ".jsonl" or p.suffix == ".json":
+        if not p.is_file():
+            raise DatasetError(f"{source}: file not found")
+        rows = []
+        for i, line in enumerate(p.read_text(encoding="utf-8").splitlines()):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise DatasetError(f"{source}, line {i + 1}: invalid JSON ({e.msg})") from None
+    else:
+        from datasets import load_dataset
+
+        try:
+            ds = load_dataset("parquet", data_files=source, split="train") if p.suffix == ".parquet" \
+                else load_dataset(source, split="train")
+        except Exception as e:
+            raise DatasetError(f"{source}: cannot load dataset ({type(e).__name__}: {e})") from None
+        rows = ds.to_list()
+    if not rows:
+        raise DatasetError(f"{source}: no rows")
+    return [_messages_of(r, f"{source}, row {i}") for i, r in enumerate(rows)]
+
+
+def rows_from_env(env: Any) -> list[list[Message]]:
+    """System prompt + question → the gold answer written in the parser's format."""
+    parser = env.parser
+    field = getattr(parser, "answer_field", None)
+    out = []
+    for ex in env.get_examples("train"):
+        gold = parser.format(**{field: ex.answer}) if field and hasattr(parser, "format") else ex.answer
+        out.append([*ex.prompt, {"role": "assistant", "content": gold}])
+    return out
+
+
+def _render(tok: Any, msgs: Sequence[Message], gen: bool) -> list[int]:
+    ids = tok.apply_chat_template(list(msgs), add_generation_prompt=gen, tokenize=True)
+    return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+
+
+def tokenize_conversation(tok: Any, msgs: Sequence[Message], max_length: int) -> SFTExample:
+    """Token ids + assistant-only loss mask (truncated to ``max_length``)."""
+    ids: list[int] = []
+    mask: list[int] = []
+    for i, m in enumerate(msgs):
+        upto = _render(tok, msgs[: i + 1], gen=False)
+        if m["role"] == "assistant":
+            head = _render(tok, msgs[:i], gen=True) if i else []
+            if upto[: len(head)] != head:
+                raise DatasetError("chat template renders an assistant turn inconsistently; cannot mask prompts")
+            ids, mask = ids + head[len(ids):], mask + [0] * (len(head) - len(ids))
+        mask += [1 if m["role"] == "assistant" else 0] * (len(upto) - len(ids))
+        ids = upto
+    return SFTExample(tuple(ids[:max_length]), tuple(mask[:max_length]))
+
+
+def pad_batch(examples: Sequence[SFTExample], pad_id: int) -> Batch:
+    """Prompt-left / completion-right layout (as in RL) so logits are computed only where loss is.
+
+    Row b = ``[pad… prefix | rest …pad]`` with the split at the first loss token.
+    """
+    splits = [ex.loss_mask.index(1) if 1 in ex.loss_mask else len(ex.input_ids) for ex in examples]
+    P = max(splits)
+    C = max(max(len(ex.input_ids) - s for ex, s in zip(examples, splits)), 1)
+    B = len(examples)
+    ids = torch.full((B, P + C), pad_id, dtype=torch.long)
+    attn = torch.zeros((B, P + C), dtype=torch.long)
+    lm = torch.zeros((B, C))
+    for b, (ex, s) in enumerate(zip(examples, splits)):
+        n = len(ex.input_ids)
+        ids[b, P - s:P - s + n] = torch.tensor(ex.input_ids)
+        attn[b, P - s:P - s + n] = 1
+        lm[b, : n - s] = torch.tensor(ex.loss_mask[s:], dtype=torch.float32)
+    return Batch(input_ids=ids, attention_mask=attn, loss_mask=lm, old_logprobs=torch.zeros_like(lm),
+                 advantages=torch.zeros(B), num_tokens=int(lm.sum()))
+
+
+def pack(examples: Sequence[SFTExample], max_length: int) -> list[list[SFTExample]]:
+    """Greedy first-fit packing of examples into rows of at most ``max_length`` tokens."""
+    rows: list[list[SFTExample]] = []
+    room: list[int] = []
+    for ex in sorted(examples, key=lambda e: -len(e.input_ids)):
+        n = len(ex.input_ids)
+        for i, r in enumerate(room):
+            if n <= r:
+                rows[i].append(ex)
+                room[i] -= n
+                break
+        else:
+            rows.append([ex])
+            room.append(max_length - n)
+    return rows
+
+
+def packed_tensors(rows: Sequence[Sequence[SFTExample]], pad_id: int) -> dict[str, torch.Tensor]:
+    """input_ids/labels-mask/position_ids [B, L] and a block-diagonal causal mask [B, 1, L, L].
+
+    ``position_ids`` restart at 0 for each example and the 4-D mask stops attention from
+    crossing example boundaries, so a packed example sees exactly what it would alone.
+    """
+    L = max(sum(len(e.input_ids) for e in r) for r in rows)
+    B = len(rows)
+    ids = torch.full((B, L), pad_id, dtype=torch.long)
+    mask = torch.zeros((B, L))
+    pos = torch.zeros((B, L), dtype=torch.long)
+    seg = torch.full((B, L), -1, dtype=torch.long)
+    for b, r in enumerate(rows):
+        o = 0
+        for j, e in enumerate(r):
+            n = len(e.input_ids)
+            ids[b, o:o + n] = torch.tensor(e.input_ids)
+            mask[b, o:o + n] = torch.tensor(e.loss_mask, dtype=torch.float32)
+            pos[b, o:o + n] = torch.arange(n)
+            seg[b, o:o + n] = j
+            o += n
+    causal = torch.tril(torch.ones(L, L, dtype=torch.bool))
+    same = (seg[:, :, None] == seg[:, None, :]) & (seg[:, :, None] >= 0)
+    allowed = (same & causal)[:, None]  # [B, 1, L, L]
+    allowed |= torch.eye(L, dtype=torch.bool)[None, None]  # padding rows attend to themselves (no NaN)
+    return {"input_ids": ids, "loss_mask": mask, "position_ids": pos, "attention_mask": allowed}

@@ -1,0 +1,29 @@
+"""Shared fixtures: an offline environment for every test and one tiny random-init model per session."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _offline_env(monkeypatch):
+    """No network, no tokenizer thread pools: tests run offline and small."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+    monkeypatch.setenv("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    yield
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> str:
+    """A random-init Qwen2 model (hidden 64, 2 layers, vocab 512) + BPE tokenizer, built once per session."""
+    import torch
+
+    from verity.models.tokenizer import make_tiny_model
+
+    torch.set_num_threads(2)
+    out = tmp_path_factory.mktemp("tiny_model")
+    return make_tiny_model(str(out), vocab_size=512, hidden_size=64, num_layers=2)
