@@ -29,6 +29,8 @@ from verity.serve.render import (SSE_DONE, active_tools, encode_prompt, parse_to
 from verity.types import Completion, SamplingArgs
 
 log = logging.getLogger(__name__)
+#: Temperatures below this are treated as 0 (greedy).
+MIN_TEMPERATURE = 1e-4
 
 
 class _State:
@@ -151,14 +153,18 @@ def _sampling_args(st: _State, req: Any, prompts: Sequence[Sequence[int]], max_t
     """SamplingArgs for ``req``; 400 ``context_length_exceeded`` when prompt + max_tokens do not fit."""
     longest = max(len(p) for p in prompts)
     if max_tokens is None:
-        max_tokens = st.default_max_tokens if st.context is None else min(st.default_max_tokens, st.context - longest)
+        room = st.default_max_tokens if st.context is None else st.context - longest
+        max_tokens = max(1, min(st.default_max_tokens, room))  # no room left: the check below answers 400
     if st.context is not None and longest + max_tokens > st.context:
         raise P.APIError(400, f"This model's maximum context length is {st.context} tokens. However, you requested "
                               f"{longest + max_tokens} tokens ({longest} in the {param}, {max_tokens} in the "
                               f"completion). Please reduce the length of the {param} or completion.",
                          param=param, code="context_length_exceeded")
     stop = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ())
-    return SamplingArgs(max_tokens=max_tokens, temperature=1.0 if req.temperature is None else req.temperature,
+    temperature = 1.0 if req.temperature is None else req.temperature
+    if temperature < MIN_TEMPERATURE:  # logits / 1e-100 overflow to inf -> NaN probabilities: sample greedily
+        temperature = 0.0
+    return SamplingArgs(max_tokens=max_tokens, temperature=temperature,
                         top_p=1.0 if req.top_p is None else req.top_p, stop=tuple(s for s in stop if s),
                         seed=req.seed)
 

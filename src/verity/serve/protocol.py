@@ -214,6 +214,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 #: 200 may be JSON or (``stream: true``) server-sent events.
 STREAM_200: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
-          "description": "JSON, or server-sent events when stream is true"},
+    200: {"content": {"text/event-stream": {"schema": {  # OpenAPI < 3.2: the schema of one event
+              "type": "object", "required": ["data"],
+              "properties": {"data": {"type": "string", "description": "a JSON chunk object, or [DONE] at the end"}}}}},
+          "description": "JSON, or server-sent events (one chunk per event, then [DONE]) when stream is true"},
 }

@@ -55,11 +55,15 @@ class RLTrainer:
 
     def __init__(self, env: Environment, model: Any, config: RLConfig):
         config.validate()
+        if isinstance(model, str):
+            config.model = model  # the manifest records the model actually trained
         self.env, self.cfg = env, config
         env.require_rubric()
         self.train_examples = env.get_examples("train")
-        if len(self.train_examples) < 1:
-            raise ConfigError(f"environment {env.env_id!r} has no training examples")
+        if len(self.train_examples) < config.groups_per_batch:
+            raise ConfigError(
+                f"--groups-per-batch {config.groups_per_batch} does not fit: environment {env.env_id!r} has "
+                f"{len(self.train_examples)} training examples")
         self.run_dir = Path(config.output_dir or f"outputs/runs/{env.env_id}--{time.strftime('%Y%m%d-%H%M%S')}")
         self.model, self.tokenizer = self._load_model(model)
         from verity.models.loading import pick_dtype

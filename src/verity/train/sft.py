@@ -34,6 +34,8 @@ class SFTTrainer:
         from verity.train.learner import LocalLearner, add_lora
 
         self.cfg = config
+        if isinstance(model, str):
+            config.model = model
         self.model, self.tokenizer = model if isinstance(model, tuple) else load_model(model, for_training=True)
         self.examples = [tokenize_conversation(self.tokenizer, c, config.max_length) for c in conversations]
         self.examples = [e for e in self.examples if any(e.loss_mask)]

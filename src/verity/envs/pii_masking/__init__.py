@@ -114,4 +114,5 @@ def load_environment(num_train_examples: int = -1, num_eval_examples: int = -1, 
     return SingleTurnEnv(
         dataset=Dataset.from_list(train_rows) if train_rows else None,
         eval_dataset=Dataset.from_list(eval_rows), system_prompt=SYSTEM_PROMPT, parser=parser, rubric=rubric,
+        sampling_args={"max_tokens": 256},  # the longest masked answers are ~110 tokens with tags
     )

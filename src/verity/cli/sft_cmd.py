@@ -1,0 +1,35 @@
+"""``verity sft``: supervised fine-tuning on prompt/completion or chat data, or an environment's gold answers."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from verity.cli.derive import add_dataclass_args, build_config
+from verity.train.config import SFTConfig
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("sft", help="supervised fine-tuning (completion-only loss)",
+                       description="SFT on JSONL/Parquet/hub data with prompt/completion or messages, or --from-env.")
+    add_dataclass_args(p, SFTConfig)
+
+
+def run(args: argparse.Namespace, argv: list[str]) -> int:
+    cfg = build_config(SFTConfig, args, argv)
+    cfg.validate()
+    from verity.cli.eval_cmd import default_out_dir, load_env_for
+    from verity.train.sft_data import load_sft_rows, rows_from_env
+
+    if cfg.from_env:
+        convs = rows_from_env(load_env_for(cfg.from_env, cfg.env_args))
+    else:
+        convs = load_sft_rows(cfg.data)  # type: ignore[arg-type]
+    if cfg.output_dir is None:
+        cfg.output_dir = default_out_dir("sft", cfg.from_env or str(cfg.data), cfg.model)
+    from verity.train.sft import SFTTrainer
+
+    trainer = SFTTrainer(convs, cfg.model, cfg)
+    last = trainer.train()
+    print(f"final loss {last.get('loss', float('nan')):.4f}; model: {trainer.run_dir / 'final'}")
+    return 0

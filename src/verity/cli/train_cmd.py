@@ -1,0 +1,35 @@
+"""``verity train``: GRPO-family RL of a local model in an environment (a thin layer over RLConfig)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from verity.cli.derive import add_dataclass_args, build_config
+from verity.train.config import RLConfig
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("train", help="RL-train a model in an environment (GRPO family, LoRA)",
+                       description="GRPO-family RL with LoRA: rollouts from the environment, rewards from its rubric.")
+    add_dataclass_args(p, RLConfig)
+
+
+def run(args: argparse.Namespace, argv: list[str]) -> int:
+    cfg = build_config(RLConfig, args, argv)
+    cfg.validate()
+    from verity.cli.eval_cmd import default_out_dir, load_env_for
+
+    env = load_env_for(cfg.env, cfg.env_args)
+    env.require_rubric()
+    if cfg.output_dir is None:
+        cfg.output_dir = default_out_dir("runs", cfg.env, cfg.model)
+    from verity.train.rl import RLTrainer
+
+    trainer = RLTrainer(env, cfg.model, cfg)
+    last = trainer.train()
+    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in last.items()
+                      if k.startswith(("reward/", "eval/", "step"))}))
+    print(f"run: {trainer.run_dir} (metrics.jsonl, reward_curve.png, checkpoints/)")
+    return 0
