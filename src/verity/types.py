@@ -118,6 +118,8 @@ class Rollout:
     latency_s: float = 0.0
     error: str | None = None
     """Generation error (the rollout then scores 0 and is excluded from training)."""
+    usage_tokens: int = 0
+    """Completion tokens reported by an API backend that returns no token ids."""
 
     @property
     def truncated(self) -> bool:
@@ -125,7 +127,7 @@ class Rollout:
 
     @property
     def num_completion_tokens(self) -> int:
-        return len(self.completion_ids)
+        return len(self.completion_ids) or self.usage_tokens
 
     def to_record(self) -> dict[str, Any]:
         """JSON-serialisable record for results.jsonl (no token ids)."""

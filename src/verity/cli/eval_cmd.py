@@ -42,6 +42,10 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
 
     env = load_env_for(cfg.env, cfg.env_args, cfg.on_reward_error)
     env.require_rubric()
+    if cfg.output_dir and not cfg.resume and (Path(cfg.output_dir) / "results.jsonl").is_file():
+        from verity.errors import ConfigError
+
+        raise ConfigError(f"{cfg.output_dir}/results.jsonl already has results; pass --resume or choose another -o")
     sampler = make_sampler(cfg.model, base_url=cfg.base_url, api_key_env=cfg.api_key_var,
                            concurrency=cfg.concurrency, batch_size=cfg.batch_size, dtype=cfg.dtype)
     results = run_eval(env, sampler, cfg, show_progress=not cfg.json)

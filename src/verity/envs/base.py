@@ -139,7 +139,7 @@ def _rollout(example: Example, idx: int, c: Completion, messages: tuple[Message,
         reward=reward, reward_errors=dict(errors), prompt_ids=c.prompt_ids,
         completion_ids=c.completion_ids, completion_logprobs=c.logprobs,
         completion_mask=(1,) * len(c.completion_ids), finish_reason=c.finish_reason,
-        latency_s=c.latency_s, error=c.error,
+        latency_s=c.latency_s, error=c.error, usage_tokens=int(c.usage.get("completion_tokens", 0) or 0),
     )
 
 

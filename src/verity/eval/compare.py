@@ -115,8 +115,19 @@ class Comparison:
         return out
 
     def to_json(self) -> dict[str, Any]:
-        return {"env": self.env, "settings": self.settings, "metrics": self.metric_names,
-                "models": self.models, "best": self.best()}
+        """JSON-ready dict (NaN means become null, so the file is standard JSON)."""
+        return _no_nan({"env": self.env, "settings": self.settings, "metrics": self.metric_names,
+                        "models": self.models, "best": self.best()})
+
+
+def _no_nan(x: Any) -> Any:
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _no_nan(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_no_nan(v) for v in x]
+    return x
 
 
 def _close(a: float, b: float) -> bool:

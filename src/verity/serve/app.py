@@ -46,7 +46,7 @@ class _State:
 
 
 def create_app(sampler: Any, served_model_name: str, api_key: str | None = None, max_batch_size: int = 32,
-               max_queue: int = 256, default_max_tokens: int = 512, batch_wait_s: float = 0.002) -> FastAPI:
+               max_queue: int = 256, default_max_tokens: int = 512, batch_wait_s: float = 0.1) -> FastAPI:
     """App serving ``sampler`` (an :class:`~verity.rollout.hf_sampler.HFSampler`) as ``served_model_name``."""
     batcher = Batcher(sampler, max_batch_size=max_batch_size, max_queue=max_queue, batch_wait_s=batch_wait_s)
     st = _State(sampler, served_model_name, api_key, batcher, default_max_tokens)
@@ -203,7 +203,7 @@ def _add_routes(app: FastAPI, st: _State) -> None:
         """Liveness and batching counters (no auth)."""
         s = st.batcher.stats
         return {"status": "ok", "model": st.name, "queued": st.batcher.unfinished, "batches": s["batches"],
-                "sequences": s["sequences"], "requests": s["requests"]}
+                "sequences": s["sequences"], "requests": s["requests"], "generation_s": round(s["generation_s"], 4)}
 
     def card() -> dict[str, Any]:
         return {"id": st.name, "object": "model", "created": st.created, "owned_by": "verity",

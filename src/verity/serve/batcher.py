@@ -17,6 +17,7 @@ import asyncio
 import collections
 import dataclasses
 import logging
+import time
 from typing import Any, Sequence
 
 from verity.types import Completion, SamplingArgs
@@ -45,7 +46,7 @@ class _Job:
 class Batcher:
     """Groups concurrent generation requests into batches for one local sampler."""
 
-    def __init__(self, sampler: Any, max_batch_size: int = 32, max_queue: int = 256, batch_wait_s: float = 0.002):
+    def __init__(self, sampler: Any, max_batch_size: int = 32, max_queue: int = 256, batch_wait_s: float = 0.1):
         if max_batch_size < 1 or max_queue < 1:
             raise ValueError("max_batch_size and max_queue must be >= 1")
         self.sampler = sampler
@@ -56,7 +57,9 @@ class Batcher:
         self._pending: collections.deque[_Job] = collections.deque()
         self._task: asyncio.Task | None = None
         self.unfinished = 0
-        self.stats = {"batches": 0, "sequences": 0, "requests": 0, "largest_batch": 0}
+        self._last_generation_s = 0.0
+        self.stats: dict[str, float] = {"batches": 0, "sequences": 0, "requests": 0, "largest_batch": 0,
+                                        "generation_s": 0.0}
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -103,8 +106,7 @@ class Batcher:
             first = self._pending.popleft() if self._pending else await self._queue.get()
             if first.future.done():
                 continue
-            if self.batch_wait_s > 0 and self._queue.empty():
-                await asyncio.sleep(self.batch_wait_s)  # let requests sent together arrive together
+            await self._settle()
             batch = self._collect(first)
             try:
                 await self._generate(batch)
@@ -118,6 +120,23 @@ class Batcher:
                 for job in batch:
                     if not job.future.done():
                         job.future.set_exception(e)
+
+    async def _settle(self, tick: float = 0.001) -> None:
+        """Wait while requests keep arriving, so that clients answered by the last batch get their next
+        requests into this one. Stops when the batch is full, after ``batch_wait_s``, or when nothing
+        arrived for a quiet gap of 5% of the last batch's generation time (at least 2 ms): a lone
+        client pays a few ms, and slow batches wait long enough to fill."""
+        loop = asyncio.get_running_loop()
+        quiet = min(self.batch_wait_s, max(0.002, 0.05 * self._last_generation_s))
+        start = changed = loop.time()
+        last = self._queue.qsize()
+        while self._queue.qsize() + len(self._pending) + 1 < self.max_batch_size:
+            now = loop.time()
+            if now - start >= self.batch_wait_s or now - changed >= quiet:
+                return
+            await asyncio.sleep(tick)
+            if self._queue.qsize() != last:
+                last, changed = self._queue.qsize(), loop.time()
 
     def _collect(self, first: _Job) -> list[_Job]:
         """``first`` plus waiting jobs with its key, up to ``max_batch_size`` sequences, oldest first."""
@@ -147,7 +166,11 @@ class Batcher:
         args = batch[0].args.replace(stop=())
         if args.seed is not None:
             args = args.replace(seed=args.seed % (2**63))
+        t0 = time.perf_counter()
         outs = await asyncio.to_thread(self.sampler.generate_ids, prompts, args)
+        self._last_generation_s = time.perf_counter() - t0
+        self.stats["generation_s"] += self._last_generation_s
+        log.debug("batch of %d sequences (%d requests) in %.3fs", len(prompts), len(batch), time.perf_counter() - t0)
         self.stats["batches"] += 1
         self.stats["sequences"] += len(prompts)
         self.stats["requests"] += len(batch)

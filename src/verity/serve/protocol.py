@@ -7,9 +7,9 @@ Every error leaves the server as ``{"error": {"message", "type", "param", "code"
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 #: Most sequences one request may ask for (prompts × n).
 MAX_SEQUENCES = 128
@@ -31,6 +31,15 @@ class APIError(Exception):
 def error_body(message: str, type: str = "invalid_request_error", param: str | None = None,
                code: str | None = None) -> dict[str, Any]:
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+def _integral(v: Any) -> Any:
+    """JSON Schema counts 3.0 as an integer; so does this server (3.5 and "3" stay errors)."""
+    return int(v) if isinstance(v, float) and v.is_integer() else v
+
+
+#: An integer field that also takes integral floats such as ``2.0``.
+Int = Annotated[int, BeforeValidator(_integral)]
 
 
 class _Request(BaseModel):
@@ -107,10 +116,10 @@ class _Sampling(_Request):
     model: str
     temperature: Optional[float] = Field(None, ge=0, le=2)
     top_p: Optional[float] = Field(None, gt=0, le=1)
-    max_tokens: Optional[int] = Field(None, ge=1)
-    n: int = Field(1, ge=1, le=MAX_SEQUENCES)
+    max_tokens: Optional[Int] = Field(None, ge=1)
+    n: Int = Field(1, ge=1, le=MAX_SEQUENCES)
     stop: Union[str, list[str], None] = Field(None, max_length=4)
-    seed: Optional[int] = None
+    seed: Optional[Int] = None
     stream: bool = False
     stream_options: Optional[StreamOptions] = None
     user: Optional[str] = None
@@ -118,13 +127,13 @@ class _Sampling(_Request):
 
 class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: Optional[int] = Field(None, ge=1)
+    max_completion_tokens: Optional[Int] = Field(None, ge=1)
     tools: Optional[list[Tool]] = None
     tool_choice: Union[Literal["none", "auto", "required"], NamedToolChoice, None] = None
 
 
 class CompletionRequest(_Sampling):
-    prompt: Union[str, list[str], list[int], list[list[int]]]
+    prompt: Union[str, list[str], list[Int], list[list[Int]]]
 
 
 # ---------------------------------------------------------------- responses
@@ -204,6 +213,7 @@ class Health(_Response):
     batches: int
     sequences: int
     requests: int
+    generation_s: float
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {

@@ -1,0 +1,1 @@
+"""Benchmarks of verity against peer tools (TRL, verifiers); see benchmarks/README.md."""

@@ -1,0 +1,131 @@
+"""Tests for ``verity compare``: per-model -b/-k matched by position, the table (best per row in
+bold), the written files, and an end-to-end run with one local-path model and one model served
+by a real ``verity serve`` subprocess (API key required)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from verity.cli.derive import build_config
+from verity.cli.main import build_parser, main
+from verity.errors import ConfigError
+from verity.eval.compare import (CompareConfig, Comparison, bar_chart, markdown_table, model_labels, subdir_names,
+                                 write_outputs)
+
+KEY_VAR = "VERITY_COMPARE_TEST_KEY"
+
+
+def _cfg(*argv: str) -> CompareConfig:
+    parser, _ = build_parser()
+    args = parser.parse_args(["compare", *argv])
+    return build_config(CompareConfig, args, ["compare", *argv])
+
+
+def _comparison() -> Comparison:
+    m = lambda r, f, g: {"reward": {"mean": r, "std": 0.1}, "fmt": {"mean": f, "std": 0.0},
+                         "acc": {"mean": g, "std": 0.2}}
+    return Comparison(env="toy", labels=["base", "trained", "other"], metric_names=["reward", "fmt", "acc"],
+                      models=[{"model": "base", "metrics": m(0.25, 1.0, float("nan")), "errors": 0},
+                              {"model": "trained", "metrics": m(0.75, 1.0, 0.5), "errors": 1},
+                              {"model": "other", "metrics": m(0.5, 0.0, 0.25), "errors": 0}],
+                      settings={"num_examples": 2, "rollouts_per_example": 3, "seed": 0})
+
+
+def test_base_url_and_key_matched_to_models_by_position() -> None:
+    cfg = _cfg("reverse-text", "-m", "a", "-m", "b", "-m", "c", "-b", "-", "-b", "http://127.0.0.1:1/v1",
+               "-k", "", "-k", "MYKEY", "-n", "2", "-r", "1")
+    cfg.validate()
+    assert cfg.models == ["a", "b", "c"]
+    assert [cfg.base_url(i) for i in range(3)] == [None, "http://127.0.0.1:1/v1", None]
+    assert [cfg.api_key_var(i) for i in range(3)] == [None, "MYKEY", None]
+    e = cfg.eval_config(1)
+    assert (e.model, e.base_url, e.api_key_var, e.num_examples, e.rollouts_per_example) == \
+        ("b", "http://127.0.0.1:1/v1", "MYKEY", 2, 1)
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["-m", "a"], "at least two"),
+    (["-m", "a", "-m", "b", "-b", "-", "-b", "-", "-b", "http://x"], "-b given 3 times"),
+    (["-m", "a", "-m", "b", "-k", "K"], "no -b endpoint"),
+    (["-m", "a", "-m", "b", "-r", "0"], "-r 0"),
+])
+def test_bad_compare_flags(argv: list[str], msg: str) -> None:
+    with pytest.raises(ConfigError, match=msg):
+        _cfg("reverse-text", *argv).validate()
+
+
+def test_markdown_table_bolds_best_per_row() -> None:
+    c = _comparison()
+    assert c.best() == {"reward": ["trained"], "fmt": ["base", "trained"], "acc": ["trained"]}
+    table = markdown_table(c)
+    lines = table.strip().splitlines()
+    assert lines[0] == "| metric | base | trained | other |"
+    assert lines[2] == "| reward | 0.2500 ± 0.1000 | **0.7500 ± 0.1000** | 0.5000 ± 0.1000 |"
+    assert lines[3] == "| fmt | **1.0000 ± 0.0000** | **1.0000 ± 0.0000** | 0.0000 ± 0.0000 |"
+    assert "nan" in lines[4] and "**0.5000 ± 0.2000**" in lines[4]
+    assert lines[5] == "| errors | 0 | 1 | 0 |"
+
+
+def test_labels_and_subdirs_are_unique(tmp_path: Path) -> None:
+    model_dir = tmp_path / "ckpt" / "step-10"
+    model_dir.mkdir(parents=True)
+    labels = model_labels([str(model_dir), "org/model", "org/model", "a|b"])
+    assert labels == ["step-10", "org/model", "org/model#2", "a|b"]
+    assert subdir_names(labels) == ["step-10", "org_model", "org_model_2", "a_b"]
+    assert len(set(subdir_names(["x", "x", "x"]))) == 3
+
+
+def test_writers(tmp_path: Path) -> None:
+    c = _comparison()
+    paths = write_outputs(c, tmp_path)
+    assert Path(paths["chart"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = Path(paths["markdown"]).read_text()
+    assert "**0.7500 ± 0.1000**" in md and md.startswith("# toy: base vs trained vs other")
+    data = json.loads(Path(paths["json"]).read_text(), parse_constant=lambda s: pytest.fail(f"non-JSON {s}"))
+    assert data["best"]["reward"] == ["trained"] and len(data["models"]) == 3
+    assert data["models"][0]["metrics"]["acc"]["mean"] is None  # NaN is written as null
+    bar_chart(c, tmp_path / "again.png")
+    assert (tmp_path / "again.png").stat().st_size > 1000
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    from verity.models.tokenizer import make_tiny_model
+
+    return make_tiny_model(str(tmp_path_factory.mktemp("tiny")), hidden_size=64, max_position_embeddings=512)
+
+
+def test_compare_local_and_served_model(tiny_dir: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                        capsys: pytest.CaptureFixture) -> None:
+    from verity.serve.launch import ServerProcess
+
+    out = tmp_path / "cmp"
+    monkeypatch.setenv(KEY_VAR, "k-123")
+    with ServerProcess(tiny_dir, "--served-model-name", "served-tiny", "--api-key-env", KEY_VAR,
+                       env={KEY_VAR: "k-123"}) as srv:
+        with pytest.raises(SystemExit) as e:
+            main(["compare", "reverse-text", "-m", tiny_dir, "-m", "served-tiny", "-b", "-", "-b", srv.base_url,
+                  "-k", "-", "-k", KEY_VAR, "-n", "2", "-r", "2", "-t", "6", "-o", str(out), "--dtype", "fp32"])
+        assert e.value.code == 0
+        assert srv.alive()
+    stdout = capsys.readouterr().out
+    label = Path(tiny_dir).name
+    assert f"| metric | {label} | served-tiny |" in stdout and "**" in stdout
+    data = json.loads((out / "comparison.json").read_text())
+    assert [m["label"] for m in data["models"]] == [label, "served-tiny"]
+    assert data["models"][0]["base_url"] is None and data["models"][1]["base_url"] == srv.base_url
+    assert data["metrics"][0] == "reward" and len(data["metrics"]) == 4  # reward + 3 reward functions
+    assert data["settings"]["num_examples"] == 2
+    for m in data["models"]:
+        assert m["errors"] == 0 and set(m["metrics"]) == set(data["metrics"])
+        rows = (Path(m["results_dir"]) / "results.jsonl").read_text().splitlines()
+        assert len(rows) == 4
+        assert json.loads((Path(m["results_dir"]) / "metadata.json").read_text())["status"] == "done"
+    prompts = [[json.loads(r)["prompt"] for r in (Path(m["results_dir"]) / "results.jsonl").read_text().splitlines()]
+               for m in data["models"]]
+    assert prompts[0] == prompts[1]  # same examples, same order
+    assert (out / "comparison.md").read_text().count("|") > 10
+    assert (out / "comparison.png").read_bytes()[:4] == b"\x89PNG"
