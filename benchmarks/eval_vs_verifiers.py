@@ -223,11 +223,14 @@ def main(argv: list[str] | None = None) -> int:
     from verity.serve.launch import ServerProcess
 
     name = "bench-tiny"
-    model_dir = build_server_model(tempfile.mkdtemp(prefix="bench-serve-"), a.hidden, a.layers)
-    with ServerProcess(model_dir, "--served-model-name", name, "--max-batch-size", str(a.concurrency),
-                       "--max-queue", str(max(256, 2 * a.concurrency))) as srv:
-        warm_up(srv.base_url, name, a.max_tokens)
-        clients = measure(a, srv.base_url, name)
+    with tempfile.TemporaryDirectory(prefix="bench-eval-") as root:
+        tempfile.tempdir = root  # the model, every client's cwd and verity's -o dirs go here, removed at the end
+        model_dir = build_server_model(tempfile.mkdtemp(prefix="serve-"), a.hidden, a.layers)
+        with ServerProcess(model_dir, "--served-model-name", name, "--max-batch-size", str(a.concurrency),
+                           "--max-queue", str(max(256, 2 * a.concurrency))) as srv:
+            warm_up(srv.base_url, name, a.max_tokens)
+            clients = measure(a, srv.base_url, name)
+        tempfile.tempdir = None
     res: dict[str, Any] = {"n": a.num_examples, "r": a.rollouts_per_example, "c": a.concurrency,
                            "max_tokens": a.max_tokens, "repeats": a.repeats, "clients": clients,
                            "server": {"hidden": a.hidden, "layers": a.layers}, "machine": machine_info()}

@@ -189,10 +189,13 @@ def summarize(recs: list[dict[str, Any]], gen_key: str, rollout_keys: tuple[str,
 
 def child_main(a: argparse.Namespace) -> None:
     cfg = GRPOBench("custom", a.hidden, a.layers, a.completions, a.max_tokens, a.group_size, a.lr)
-    if a.child == "verity":
-        out = child_verity(cfg, a.warmup, a.steps)
-    else:
-        out = child_trl(cfg, a.warmup, a.steps, bf16=a.bf16)
+    with tempfile.TemporaryDirectory(prefix="grpo-bench-") as root:
+        tempfile.tempdir = root  # the trainers' output dirs; removed when the child ends
+        if a.child == "verity":
+            out = child_verity(cfg, a.warmup, a.steps)
+        else:
+            out = child_trl(cfg, a.warmup, a.steps, bf16=a.bf16)
+        tempfile.tempdir = None
     emit(out)
 
 

@@ -105,7 +105,7 @@ def test_compare_local_and_served_model(tiny_dir: str, tmp_path: Path, monkeypat
     out = tmp_path / "cmp"
     monkeypatch.setenv(KEY_VAR, "k-123")
     with ServerProcess(tiny_dir, "--served-model-name", "served-tiny", "--api-key-env", KEY_VAR,
-                       env={KEY_VAR: "k-123"}) as srv:
+                       env={KEY_VAR: "k-123", "OMP_NUM_THREADS": "1"}) as srv:
         with pytest.raises(SystemExit) as e:
             main(["compare", "reverse-text", "-m", tiny_dir, "-m", "served-tiny", "-b", "-", "-b", srv.base_url,
                   "-k", "-", "-k", KEY_VAR, "-n", "2", "-r", "2", "-t", "6", "-o", str(out), "--dtype", "fp32"])

@@ -40,7 +40,7 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture(scope="module")
 def server(tiny_dir: str):
     srv = ServerProcess(tiny_dir, "--served-model-name", NAME, "--api-key-env", KEY_VAR, "--default-max-tokens", "16",
-                        "--max-batch-size", "32", env={KEY_VAR: KEY})
+                        "--max-batch-size", "32", env={KEY_VAR: KEY, "OMP_NUM_THREADS": "1"})
     with srv:
         yield srv
 
