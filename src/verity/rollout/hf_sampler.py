@@ -159,7 +159,7 @@ def _sample(logits: Any, temperature: float, top_p: float, gen: Any) -> tuple[An
     """Sample one token per row; return (token [B], log-prob under the tempered policy [B])."""
     import torch
 
-    if temperature <= 0:
+    if temperature < 1e-4:  # greedy (tiny temperatures would overflow logits / T)
         tok = logits.argmax(-1)
         return tok, torch.zeros_like(tok, dtype=torch.float32)
     logp = torch.log_softmax(logits / temperature, dim=-1)  # [B, V]
