@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 
@@ -24,6 +26,6 @@ def tiny_model_dir(tmp_path_factory) -> str:
 
     from verity.models.tokenizer import make_tiny_model
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(os.environ.get("VERITY_TEST_THREADS", "2")))
     out = tmp_path_factory.mktemp("tiny_model")
     return make_tiny_model(str(out), vocab_size=512, hidden_size=64, num_layers=2)

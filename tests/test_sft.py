@@ -82,7 +82,7 @@ def test_pad_batch_puts_loss_tokens_after_the_prompt_column(tok):
 def test_tiny_sft_run_loss_falls(tiny_model_dir, tmp_path, packing):
     convs = [[{"role": "user", "content": f"repeat {w}"}, {"role": "assistant", "content": w}]
              for w in ("apple", "river", "stone", "cloud") * 8]
-    cfg = SFTConfig(data="x", model=tiny_model_dir, lr=1e-2, batch_size=8, micro_batch_size=4, max_steps=20,
+    cfg = SFTConfig(data="x", model=tiny_model_dir, lr=1e-2, batch_size=8, micro_batch_size=4, max_steps=20, epochs=100,
                     warmup_steps=2, output_dir=str(tmp_path), packing=packing, max_length=256, save_every=10)
     SFTTrainer(convs, tiny_model_dir, cfg).train()
     losses = [json.loads(line)["loss"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -96,7 +96,7 @@ def test_sft_resume_equals_uninterrupted(tiny_model_dir, tmp_path):
     convs = [[{"role": "user", "content": f"repeat {i}"}, {"role": "assistant", "content": str(i)}] for i in range(16)]
 
     def cfg(out, steps, resume=False):
-        return SFTConfig(data="x", model=tiny_model_dir, lr=1e-2, batch_size=4, micro_batch_size=4, max_steps=steps,
+        return SFTConfig(data="x", model=tiny_model_dir, lr=1e-2, batch_size=4, micro_batch_size=4, max_steps=steps, epochs=5,
                          warmup_steps=1, output_dir=str(out), save_every=2, resume=resume, lr_schedule="constant")
 
     a = SFTTrainer(convs, tiny_model_dir, cfg(tmp_path / "a", 4))
