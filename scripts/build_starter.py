@@ -51,6 +51,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--save-every", type=int, default=1000)
     ap.add_argument("--run-dir", default="outputs/build-verity-tiny", help="SFT run directory (checkpoints, metrics)")
+    ap.add_argument("--resume", action="store_true", help="continue the SFT run in --run-dir from its latest checkpoint")
     args = ap.parse_args()
 
     import torch
@@ -63,15 +64,16 @@ def main() -> None:
     t0 = time.time()
     convs = build_conversations(args.rows, args.seed)
     texts = [m["content"] for c in convs[:6000] for m in c]
-    tok = train_bpe_tokenizer(texts, vocab_size=args.vocab)
     init_dir = Path(args.run_dir) / "init"
-    make_tiny_model(str(init_dir), tokenizer=tok, hidden_size=args.hidden, num_layers=args.layers,
-                    num_heads=max(1, args.hidden // 64), seed=args.seed, max_position_embeddings=1024)
-    print(f"data: {len(convs)} conversations; tokenizer vocab {len(tok)}; {time.time() - t0:.0f}s", flush=True)
+    if not (args.resume and (init_dir / "config.json").is_file()):
+        tok = train_bpe_tokenizer(texts, vocab_size=args.vocab)
+        make_tiny_model(str(init_dir), tokenizer=tok, hidden_size=args.hidden, num_layers=args.layers,
+                        num_heads=max(1, args.hidden // 64), seed=args.seed, max_position_embeddings=1024)
+    print(f"data: {len(convs)} conversations; {time.time() - t0:.0f}s", flush=True)
     cfg = SFTConfig(data=None, from_env="pii-masking", model=str(init_dir), lr=args.lr, batch_size=args.batch_size,
                     micro_batch_size=args.batch_size, max_length=768, warmup_steps=min(20, args.steps // 5 + 1),
                     lr_schedule="constant", max_steps=args.steps, epochs=100.0, save_every=args.save_every,
-                    keep_checkpoints=100, output_dir=args.run_dir, seed=args.seed)
+                    keep_checkpoints=100, output_dir=args.run_dir, seed=args.seed, resume=args.resume)
     trainer = SFTTrainer(convs, str(init_dir), cfg)
     trainer.train()
     model = trainer.model.to(torch.bfloat16)

@@ -105,8 +105,9 @@ class HFSampler:
         eos = torch.tensor(self.eos_ids, device=dev)
         tokens = torch.full((B, args.max_tokens), self.pad_id, dtype=torch.long, device=dev)
         logps = torch.zeros((B, args.max_tokens), dtype=torch.float32, device=dev)
-        finished = torch.zeros(B, dtype=torch.bool, device=dev)
         lengths = torch.full((B,), args.max_tokens, dtype=torch.long, device=dev)
+        stopped = torch.zeros(B, dtype=torch.bool, device=dev)
+        rows = torch.arange(B, device=dev)  # original index of each row still being decoded
         was_training = model.training
         model.eval()
         ckw = _cache_kwarg(model)
@@ -114,17 +115,19 @@ class HFSampler:
             out = model(input_ids=input_ids, attention_mask=attn, position_ids=pos, use_cache=True, logits_to_keep=1)
             past, logits = _get_cache(out), out.logits[:, -1]
             cur_pos = pos[:, -1:]
-            t = 0
             for t in range(args.max_tokens):
-                tok, lp = _sample(logits.float(), args.temperature, args.top_p, gen)
-                tok = torch.where(finished, torch.full_like(tok, self.pad_id), tok)
-                tokens[:, t], logps[:, t] = tok, torch.where(finished, 0.0, lp)
-                newly = ~finished & torch.isin(tok, eos)
-                lengths = torch.where(newly, t + 1, lengths)
-                finished |= newly
-                if bool(finished.all()) or t == args.max_tokens - 1:
+                tok, lp = _sample(logits.float(), args.temperature, args.top_p, gen)  # [b]
+                tokens[rows, t], logps[rows, t] = tok, lp
+                done = torch.isin(tok, eos)  # [b]
+                lengths[rows[done]] = t + 1
+                stopped[rows[done]] = True
+                if bool(done.all()) or t == args.max_tokens - 1:
                     break
-                attn = torch.cat([attn, torch.ones((B, 1), dtype=attn.dtype, device=dev)], dim=1)
+                if bool(done.any()):  # drop finished rows from the batch and the KV cache
+                    keep = torch.nonzero(~done).squeeze(-1)
+                    rows, tok, attn, cur_pos = rows[keep], tok[keep], attn[keep], cur_pos[keep]
+                    _select_rows(past, keep)
+                attn = torch.cat([attn, torch.ones((attn.shape[0], 1), dtype=attn.dtype, device=dev)], dim=1)
                 cur_pos = cur_pos + 1
                 out = model(input_ids=tok[:, None], attention_mask=attn, position_ids=cur_pos,
                             use_cache=True, **{ckw: past})
@@ -136,9 +139,16 @@ class HFSampler:
         for b in range(B):
             n = int(lengths[b])
             ids, lps = tokens[b, :n].tolist(), logps[b, :n].tolist()
-            stopped = bool(finished[b])
-            res.append((ids, lps, "stop" if stopped else "length"))
+            res.append((ids, lps, "stop" if bool(stopped[b]) else "length"))
         return res
+
+
+def _select_rows(cache: Any, keep: Any) -> None:
+    """Keep only rows ``keep`` of a KV cache (DynamicCache or legacy tuple-of-tuples)."""
+    if hasattr(cache, "batch_select_indices"):
+        cache.batch_select_indices(keep)
+    else:  # pragma: no cover - legacy caches
+        raise TypeError(f"cannot select rows of a {type(cache).__name__}")
 
 
 def _cache_kwarg(model: Any) -> str:
