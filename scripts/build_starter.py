@@ -45,6 +45,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=360, help="SFT steps")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--decay-steps", type=int, default=120, help="final linear LR decay (WSD schedule)")
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--layers", type=int, default=6)
     ap.add_argument("--vocab", type=int, default=4096)
@@ -72,7 +73,7 @@ def main() -> None:
     print(f"data: {len(convs)} conversations; {time.time() - t0:.0f}s", flush=True)
     cfg = SFTConfig(data=None, from_env="pii-masking", model=str(init_dir), lr=args.lr, batch_size=args.batch_size,
                     micro_batch_size=args.batch_size, max_length=768, warmup_steps=min(20, args.steps // 5 + 1),
-                    lr_schedule="constant", max_steps=args.steps, epochs=100.0, save_every=args.save_every,
+                    lr_schedule="wsd", decay_steps=args.decay_steps, max_steps=args.steps, epochs=100.0, save_every=args.save_every,
                     keep_checkpoints=100, output_dir=args.run_dir, seed=args.seed, resume=args.resume)
     trainer = SFTTrainer(convs, str(init_dir), cfg)
     trainer.train()

@@ -132,8 +132,10 @@ class SFTConfig:
     """Pack several examples per row (attention does not cross example boundaries)."""
     warmup_steps: int = flag("--warmup-steps", default=10)
     """Linear learning-rate warm-up steps."""
-    lr_schedule: str = flag("--lr-schedule", default="cosine", choices=("cosine", "constant"))
-    """After warm-up: cosine decay to 10% of --lr, or constant."""
+    lr_schedule: str = flag("--lr-schedule", default="cosine", choices=("cosine", "constant", "wsd"))
+    """After warm-up: cosine decay to 10% of --lr, constant, or wsd (constant, then linear decay over --decay-steps)."""
+    decay_steps: int = flag("--decay-steps", default=0)
+    """Length of the final linear decay of the wsd schedule."""
     weight_decay: float = flag("--weight-decay", default=0.0)
     """AdamW weight decay."""
     max_grad_norm: float = flag("--max-grad-norm", default=1.0)

@@ -39,10 +39,15 @@ def add_lora(model: Any, rank: int, alpha: float | None = None) -> Any:
     return get_peft_model(model, cfg)
 
 
-def lr_lambda(warmup: int, total: int, schedule: str = "constant", floor: float = 0.1) -> Callable[[int], float]:
+def lr_lambda(warmup: int, total: int, schedule: str = "constant", floor: float = 0.1,
+              decay_steps: int = 0) -> Callable[[int], float]:
+    """LR multiplier: linear warm-up, then constant, cosine (to ``floor``), or WSD — constant,
+    then linear decay to ``floor`` over the last ``decay_steps`` (Hu et al. 2024, MiniCPM)."""
     def f(step: int) -> float:
         if warmup > 0 and step < warmup:
             return (step + 1) / warmup
+        if schedule == "wsd" and decay_steps > 0 and step >= total - decay_steps:
+            return floor + (1 - floor) * max(0.0, (total - step) / decay_steps)
         if schedule == "cosine" and total > warmup:
             prog = min(1.0, (step - warmup) / max(1, total - warmup))
             return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * prog))
@@ -55,12 +60,12 @@ class LocalLearner:
 
     def __init__(self, model: Any, lr: float, weight_decay: float = 0.0, max_grad_norm: float = 1.0,
                  warmup_steps: int = 0, total_steps: int = 1, schedule: str = "constant",
-                 autocast_dtype: torch.dtype | None = None):
+                 autocast_dtype: torch.dtype | None = None, decay_steps: int = 0):
         self.model = model
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.params, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.99))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lr_lambda(warmup_steps, total_steps, schedule))
+            self.optimizer, lr_lambda(warmup_steps, total_steps, schedule, decay_steps=decay_steps))
         self.max_grad_norm = max_grad_norm
         self.autocast_dtype = autocast_dtype
         self.device = next(model.parameters()).device

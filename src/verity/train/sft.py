@@ -51,7 +51,7 @@ class SFTTrainer:
         dev = next(self.model.parameters()).device.type
         self.learner = LocalLearner(self.model, config.lr, config.weight_decay, config.max_grad_norm,
                                     config.warmup_steps, self.total_steps, config.lr_schedule,
-                                    autocast_dtype=pick_dtype(config.dtype, dev))
+                                    autocast_dtype=pick_dtype(config.dtype, dev), decay_steps=config.decay_steps)
         self.run_dir = Path(config.output_dir or f"outputs/sft/run--{time.strftime('%Y%m%d-%H%M%S')}")
         self.pad_id = self.tokenizer.pad_token_id
 
