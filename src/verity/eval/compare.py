@@ -17,13 +17,13 @@ from typing import Any, Sequence
 
 from verity.cli.derive import flag
 from verity.errors import ConfigError
-from verity.eval.config import EvalConfig, parse_env_args
+from verity.eval.config import EvalConfig, EvalFlags, parse_env_args
 
 LOCAL = ("", "-")
 
 
 @dataclass
-class CompareConfig:
+class CompareConfig(EvalFlags):
     env: str = flag(positional=True, default="pii-masking")
     """Environment id, importable module, or path to a .py file exposing load_environment."""
     models: list[str] = flag("-m", "--model", default=[])
@@ -32,24 +32,6 @@ class CompareConfig:
     """Endpoint of the model at the same position among the -m (repeatable; '-' or '' = run it in-process)."""
     api_key_vars: list[str] = flag("-k", "--api-key-var", default=[])
     """Environment variable with the API key of the model at the same position (repeatable; '-' or '' = none)."""
-    num_examples: int = flag("-n", "--num-examples", default=5)
-    """Number of examples from the eval split (-1 = all); the same examples for every model."""
-    rollouts_per_example: int = flag("-r", "--rollouts-per-example", default=3)
-    """Rollouts (samples) per example."""
-    max_tokens: int | None = flag("-t", "--max-tokens", default=None)
-    """Max completion tokens (default: the environment's, else 512)."""
-    temperature: float | None = flag("-T", "--temperature", default=None)
-    """Sampling temperature (default: the environment's, else 1.0)."""
-    top_p: float | None = flag("--top-p", default=None)
-    """Nucleus sampling mass."""
-    env_args: str = flag("-a", "--env-args", default="{}")
-    """JSON object of keyword arguments for load_environment."""
-    sampling_args: str = flag("-S", "--sampling-args", default="{}")
-    """JSON object of extra sampling args passed to the backends."""
-    concurrency: int = flag("-c", "--concurrency", default=32)
-    """Max concurrent requests to an endpoint."""
-    batch_size: int = flag("--batch-size", default=64)
-    """Sequences per generation batch for in-process models."""
     output_dir: str | None = flag("-o", "--output-dir", default=None)
     """Comparison directory (default: outputs/compare/ENV--TIME); one subdirectory per model."""
     seed: int = flag("--seed", default=0)

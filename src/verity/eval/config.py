@@ -24,15 +24,9 @@ def parse_env_args(text: str | dict | None, flag_name: str = "-a") -> dict[str, 
 
 
 @dataclass
-class EvalConfig:
-    env: str = flag(positional=True, default="pii-masking")
-    """Environment id, importable module, or path to a .py file exposing load_environment."""
-    model: str = flag("-m", "--model", default="verity-tiny")
-    """Model: local HF directory, hub id, `verity-tiny`, or the model name served at --base-url."""
-    base_url: str | None = flag("-b", "--base-url", default=None)
-    """OpenAI-compatible endpoint (e.g. http://127.0.0.1:8000/v1); omit to run the model in-process."""
-    api_key_var: str | None = flag("-k", "--api-key-var", default=None)
-    """Name of the environment variable holding the endpoint's API key."""
+class EvalFlags:
+    """What to sample and how much: shared by ``verity eval`` and ``verity compare``."""
+
     num_examples: int = flag("-n", "--num-examples", default=5)
     """Number of examples from the eval split (-1 = all)."""
     rollouts_per_example: int = flag("-r", "--rollouts-per-example", default=3)
@@ -51,6 +45,18 @@ class EvalConfig:
     """Max concurrent requests to an endpoint."""
     batch_size: int = flag("--batch-size", default=64)
     """Sequences per generation batch for in-process models."""
+
+
+@dataclass
+class EvalConfig(EvalFlags):
+    env: str = flag(positional=True, default="pii-masking")
+    """Environment id, importable module, or path to a .py file exposing load_environment."""
+    model: str = flag("-m", "--model", default="verity-tiny")
+    """Model: local HF directory, hub id, `verity-tiny`, or the model name served at --base-url."""
+    base_url: str | None = flag("-b", "--base-url", default=None)
+    """OpenAI-compatible endpoint (e.g. http://127.0.0.1:8000/v1); omit to run the model in-process."""
+    api_key_var: str | None = flag("-k", "--api-key-var", default=None)
+    """Name of the environment variable holding the endpoint's API key."""
     output_dir: str | None = flag("-o", "--output-dir", default=None)
     """Results directory (default: outputs/evals/ENV--MODEL--TIME)."""
     seed: int = flag("--seed", default=0)

@@ -11,7 +11,25 @@ from verity.errors import ConfigError
 
 
 @dataclass
-class RLConfig:
+class RunFlags:
+    """Flags every training run has (RL and SFT)."""
+
+    max_grad_norm: float = flag("--max-grad-norm", default=1.0)
+    """Gradient clipping norm (0 = off)."""
+    keep_checkpoints: int = flag("--keep-checkpoints", default=2)
+    """How many recent checkpoints to keep."""
+    resume: bool = flag("--resume", default=False)
+    """Continue from the latest checkpoint in --output-dir."""
+    seed: int = flag("--seed", default=0)
+    """Seed for data order, sampling and initialisation."""
+    dtype: str = flag("--dtype", default="auto", choices=("auto", "bf16", "fp32"))
+    """Compute dtype (auto = bf16 autocast where the hardware is fast at it; weights stay fp32)."""
+    config: str | None = flag("--config", default=None)
+    """TOML file with any of these fields; flags given on the command line win."""
+
+
+@dataclass
+class RLConfig(RunFlags):
     env: str = flag(positional=True, default="pii-masking")
     """Environment id, importable module, or path to a .py file exposing load_environment."""
     model: str = flag("-m", "--model", default="verity-tiny")
@@ -66,18 +84,8 @@ class RLConfig:
     """Held-out examples per periodic evaluation."""
     save_every: int = flag("--save-every", default=10)
     """Write a checkpoint every K steps (and at the end)."""
-    keep_checkpoints: int = flag("--keep-checkpoints", default=2)
-    """How many recent checkpoints to keep."""
     output_dir: str | None = flag("-o", "--output-dir", default=None)
     """Run directory (default: outputs/runs/ENV--MODEL--TIME)."""
-    resume: bool = flag("--resume", default=False)
-    """Continue from the latest checkpoint in --output-dir."""
-    seed: int = flag("--seed", default=0)
-    """Seed for data order, sampling and initialisation."""
-    dtype: str = flag("--dtype", default="auto", choices=("auto", "bf16", "fp32"))
-    """Compute dtype (auto = bf16 autocast where the hardware is fast at it; weights stay fp32)."""
-    config: str | None = flag("--config", default=None)
-    """TOML file with any of these fields; flags given on the command line win."""
 
     def validate(self) -> None:
         """Reject bad values before any compute."""
@@ -105,7 +113,7 @@ class RLConfig:
 
 
 @dataclass
-class SFTConfig:
+class SFTConfig(RunFlags):
     data: str | None = flag(positional=True, default=None)
     """JSONL/Parquet file or hub id with prompt/completion or chat messages (or use --from-env)."""
     model: str = flag("-m", "--model", default="verity-tiny")
@@ -144,18 +152,8 @@ class SFTConfig:
     """Stop after this many steps (-1 = run all epochs)."""
     save_every: int = flag("--save-every", default=100)
     """Write a checkpoint every K steps (and at the end)."""
-    keep_checkpoints: int = flag("--keep-checkpoints", default=2)
-    """How many recent checkpoints to keep."""
     output_dir: str | None = flag("-o", "--output-dir", default=None)
     """Run directory (default: outputs/sft/DATA--MODEL--TIME); the final model is saved in OUT/final."""
-    resume: bool = flag("--resume", default=False)
-    """Continue from the latest checkpoint in --output-dir."""
-    seed: int = flag("--seed", default=0)
-    """Seed for data order and initialisation."""
-    dtype: str = flag("--dtype", default="auto", choices=("auto", "bf16", "fp32"))
-    """Compute dtype (auto = bf16 autocast where the hardware is fast at it)."""
-    config: str | None = flag("--config", default=None)
-    """TOML file with any of these fields; flags given on the command line win."""
 
     def validate(self) -> None:
         if not self.data and not self.from_env:
