@@ -94,12 +94,15 @@ class HFSampler:
 
         model = self.model
         dev = next(model.parameters()).device
-        B, P = len(prompts), max(len(p) for p in prompts)
-        input_ids = torch.full((B, P), self.pad_id, dtype=torch.long)
-        attn = torch.zeros((B, P), dtype=torch.long)
-        for b, p in enumerate(prompts):  # left padding
-            input_ids[b, P - len(p):] = torch.tensor(p, dtype=torch.long)
-            attn[b, P - len(p):] = 1
+        # Identical prompts (a GRPO group) are prefilled once; their KV rows are then repeated.
+        uniq: dict[tuple[int, ...], int] = {}
+        inverse = [uniq.setdefault(tuple(p), len(uniq)) for p in prompts]
+        B, U, P = len(prompts), len(uniq), max(len(p) for p in prompts)
+        input_ids = torch.full((U, P), self.pad_id, dtype=torch.long)
+        attn = torch.zeros((U, P), dtype=torch.long)
+        for u, p in enumerate(uniq):  # left padding
+            input_ids[u, P - len(p):] = torch.tensor(p, dtype=torch.long)
+            attn[u, P - len(p):] = 1
         input_ids, attn = input_ids.to(dev), attn.to(dev)
         pos = (attn.cumsum(-1) - 1).clamp(min=0)
         eos = torch.tensor(self.eos_ids, device=dev)
@@ -115,23 +118,34 @@ class HFSampler:
             out = model(input_ids=input_ids, attention_mask=attn, position_ids=pos, use_cache=True, logits_to_keep=1)
             past, logits = _get_cache(out), out.logits[:, -1]
             cur_pos = pos[:, -1:]
+            if U < B:
+                expand = torch.tensor(inverse, device=dev)
+                _select_rows(past, expand)
+                logits, attn, cur_pos = logits[expand], attn[expand], cur_pos[expand]
+            if dev.type == "cpu":  # for one query token, eager attention beats SDPA's CPU kernel
+                _set_attn(model, "eager")
+            _preallocate(past, args.max_tokens)
+            live = torch.ones(B, dtype=torch.bool, device=dev)  # rows of the batch still decoding
             for t in range(args.max_tokens):
                 tok, lp = _sample(logits.float(), args.temperature, args.top_p, gen)  # [b]
-                tokens[rows, t], logps[rows, t] = tok, lp
-                done = torch.isin(tok, eos)  # [b]
+                w = rows[live]
+                tokens[w, t], logps[w, t] = tok[live], lp[live]
+                done = live & torch.isin(tok, eos)  # [b]
                 lengths[rows[done]] = t + 1
                 stopped[rows[done]] = True
-                if bool(done.all()) or t == args.max_tokens - 1:
+                live &= ~done
+                if not bool(live.any()) or t == args.max_tokens - 1:
                     break
-                if bool(done.any()):  # drop finished rows from the batch and the KV cache
-                    keep = torch.nonzero(~done).squeeze(-1)
-                    rows, tok, attn, cur_pos = rows[keep], tok[keep], attn[keep], cur_pos[keep]
+                if int(live.sum()) <= 0.75 * live.numel():  # compact: drop finished rows and their KV
+                    keep = torch.nonzero(live).squeeze(-1)
+                    rows, tok, attn, cur_pos, live = rows[keep], tok[keep], attn[keep], cur_pos[keep], live[keep]
                     _select_rows(past, keep)
                 attn = torch.cat([attn, torch.ones((attn.shape[0], 1), dtype=attn.dtype, device=dev)], dim=1)
                 cur_pos = cur_pos + 1
                 out = model(input_ids=tok[:, None], attention_mask=attn, position_ids=cur_pos,
                             use_cache=True, **{ckw: past})
                 past, logits = _get_cache(out), out.logits[:, -1]
+        _set_attn(model, None)
         if was_training:
             model.train()
         res = []
@@ -141,6 +155,71 @@ class HFSampler:
             ids, lps = tokens[b, :n].tolist(), logps[b, :n].tolist()
             res.append((ids, lps, "stop" if bool(stopped[b]) else "length"))
         return res
+
+
+def _preallocate(cache: Any, extra: int) -> None:
+    """Give each layer of a DynamicCache room for ``extra`` more positions, written in place.
+
+    The stock DynamicLayer concatenates on every decode step, copying the whole cache each
+    time (the largest cost of CPU decoding here); this writes into a preallocated buffer.
+    """
+    from transformers.cache_utils import DynamicLayer
+
+    for layer in getattr(cache, "layers", []):
+        if type(layer) is DynamicLayer and getattr(layer, "keys", None) is not None and layer.keys.dim() == 4:
+            layer.__class__ = _prealloc_cls()
+            layer.reserve(extra)
+
+
+def _prealloc_layer_class() -> Any:
+    from transformers.cache_utils import DynamicLayer
+
+    class PreallocLayer(DynamicLayer):
+        """A DynamicLayer whose keys/values are views into a buffer with spare capacity."""
+
+        def reserve(self, extra: int) -> None:
+            B, H, L, D = self.keys.shape
+            self._k = self.keys.new_empty(B, H, L + extra, D)
+            self._v = self.values.new_empty(B, H, L + extra, D)
+            self._k[:, :, :L], self._v[:, :, :L] = self.keys, self.values
+            self._n = L
+            self._view()
+
+        def _view(self) -> None:
+            self.keys, self.values = self._k[:, :, : self._n], self._v[:, :, : self._n]
+
+        def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> Any:
+            n = key_states.shape[-2]
+            if self._n + n > self._k.shape[-2]:
+                return super().update(key_states, value_states, *args, **kwargs)
+            self._k[:, :, self._n:self._n + n] = key_states
+            self._v[:, :, self._n:self._n + n] = value_states
+            self._n += n
+            self._view()
+            return self.keys, self.values
+
+        def batch_select_indices(self, indices: Any) -> None:
+            self._k, self._v = self._k[indices], self._v[indices]
+            self._view()
+
+    return PreallocLayer
+
+
+def _set_attn(model: Any, impl: str | None) -> None:
+    """Switch the attention implementation (None = restore the one the model was loaded with)."""
+    base = getattr(model, "get_base_model", lambda: model)()
+    cfg = base.config
+    if impl is None:
+        impl = getattr(base, "_verity_attn", None)
+        if impl is None:
+            return
+    elif not hasattr(base, "_verity_attn"):
+        base._verity_attn = cfg._attn_implementation
+    if cfg._attn_implementation != impl:
+        try:
+            base.set_attn_implementation(impl)
+        except (AttributeError, ValueError):
+            pass
 
 
 def _select_rows(cache: Any, keep: Any) -> None:
@@ -163,6 +242,16 @@ def _cache_kwarg(model: Any) -> str:
 def _get_cache(out: Any) -> Any:
     c = getattr(out, "cache", None)
     return c if c is not None else out.past_key_values
+
+
+_PREALLOC: list[Any] = []
+
+
+def _prealloc_cls() -> Any:
+    """The PreallocLayer class, built on first use (importing this module must not import transformers)."""
+    if not _PREALLOC:
+        _PREALLOC.append(_prealloc_layer_class())
+    return _PREALLOC[0]
 
 
 def _sample(logits: Any, temperature: float, top_p: float, gen: Any) -> tuple[Any, Any]:
