@@ -27,8 +27,12 @@ class DemoConfig:
     """Rollouts per prompt."""
     groups_per_batch: int = flag("--groups-per-batch", default=16)
     """Prompts per step."""
-    lr: float = flag("--lr", default=2e-4)
+    lr: float = flag("--lr", default=5e-5)
     """Learning rate."""
+    loss: str = flag("--loss", default="dr_grpo", choices=("grpo", "dapo", "dr_grpo", "gspo"))
+    """Policy loss (see `verity train --help`)."""
+    scale_rewards: str = flag("--scale-rewards", default="none", choices=("group", "batch", "none"))
+    """Advantage scaling; 'none' (Dr. GRPO) does not amplify groups whose rewards barely differ."""
     lora_rank: int = flag("--lora-rank", default=0)
     """LoRA rank (0 = full fine-tune; the starter model is small)."""
     max_tokens: int = flag("--max-tokens", default=160)
@@ -64,6 +68,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     print(f"[1/3] RL: {cfg.steps} steps × {cfg.groups_per_batch} prompts × {cfg.group_size} rollouts", flush=True)
     rl = RLConfig(env="pii-masking", model=cfg.model, group_size=cfg.group_size, groups_per_batch=cfg.groups_per_batch,
                   lr=cfg.lr, max_tokens=cfg.max_tokens, lora_rank=cfg.lora_rank, steps=cfg.steps,
+                  loss=cfg.loss, scale_rewards=cfg.scale_rewards,
                   save_every=max(1, cfg.steps // 4), output_dir=str(out / "run"), seed=cfg.seed,
                   eval_every=0, eval_examples=0)
     trainer = RLTrainer(load_environment("pii-masking"), cfg.model, rl)
