@@ -11,7 +11,7 @@
 The step count is chosen so that the model is *partly* trained: format learned, exact match
 well below 1, leaving headroom for RL (figures in the README).
 
-    python scripts/build_starter.py                 # the full build (~15 min on 2 CPU cores)
+    python scripts/build_starter.py                 # the full build (~35 min on 2 idle CPU cores)
     python scripts/build_starter.py --steps 5 --rows 400 --out /tmp/vt   # a quick smoke build
 """
 
@@ -42,10 +42,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=str(ASSET_DIR), help="output model directory")
     ap.add_argument("--rows", type=int, default=30_000, help="PII rows generated (80%% are used for training)")
-    ap.add_argument("--steps", type=int, default=360, help="SFT steps")
+    ap.add_argument("--steps", type=int, default=680, help="SFT steps")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--decay-steps", type=int, default=120, help="final linear LR decay (WSD schedule)")
+    ap.add_argument("--decay-steps", type=int, default=240, help="final linear LR decay (WSD schedule)")
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--layers", type=int, default=6)
     ap.add_argument("--vocab", type=int, default=4096)
