@@ -66,10 +66,11 @@ class HFSampler:
         gen = torch.Generator(device="cpu")
         gen.manual_seed(args.seed if args.seed is not None else int(torch.randint(0, 2**31 - 1, (1,))))
         with self._lock:
+            model = self._sampling_model()
             for s in range(0, len(order), self.batch_size):
                 idx = order[s:s + self.batch_size]
                 t0 = time.perf_counter()
-                done = self._decode([prompt_ids[i] for i in idx], args, gen)
+                done = self._decode(model, [prompt_ids[i] for i in idx], args, gen)
                 dt = time.perf_counter() - t0
                 for i, (ids, lps, finish) in zip(idx, done):
                     text = self.tokenizer.decode(ids, skip_special_tokens=True)
@@ -81,18 +82,35 @@ class HFSampler:
                     )
         return out  # type: ignore[return-value]
 
-    def _autocast(self) -> Any:
+    def _sampling_model(self) -> Any:
+        """The weights to sample with: the model itself, or a low-precision copy synced from it.
+
+        A training model keeps fp32 master weights; sampling it under autocast re-casts every
+        weight at every op. Instead the sampler keeps its own bf16 copy and syncs it from the
+        learner's weights once per call (in-process "weight sync"; an inference server would
+        receive the same tensors).
+        """
+        import copy
+
         import torch
 
-        dev = next(self.model.parameters()).device.type
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(dev, dtype=self.autocast_dtype)
+        params = list(self.model.parameters())
+        if self.autocast_dtype is None or params[0].dtype == self.autocast_dtype:
+            return self.model
+        if getattr(self, "_shadow", None) is None:
+            self._shadow = copy.deepcopy(self.model).eval()
+            for p in self._shadow.parameters():
+                p.requires_grad_(False)
+                p.data = p.data.to(self.autocast_dtype)
+        with torch.no_grad():
+            for dst, src in zip(self._shadow.parameters(), params):
+                dst.copy_(src)
+        return self._shadow
 
-    def _decode(self, prompts: list[Sequence[int]], args: SamplingArgs, gen: Any) -> list[tuple[list[int], list[float], str]]:
+    def _decode(self, model: Any, prompts: list[Sequence[int]], args: SamplingArgs,
+                gen: Any) -> list[tuple[list[int], list[float], str]]:
         import torch
 
-        model = self.model
         dev = next(model.parameters()).device
         # Identical prompts (a GRPO group) are prefilled once; their KV rows are then repeated.
         uniq: dict[tuple[int, ...], int] = {}
@@ -114,7 +132,7 @@ class HFSampler:
         was_training = model.training
         model.eval()
         ckw = _cache_kwarg(model)
-        with torch.inference_mode(), self._autocast():
+        with torch.inference_mode():
             out = model(input_ids=input_ids, attention_mask=attn, position_ids=pos, use_cache=True, logits_to_keep=1)
             past, logits = _get_cache(out), out.logits[:, -1]
             cur_pos = pos[:, -1:]
