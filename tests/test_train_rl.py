@@ -153,3 +153,18 @@ def test_toml_config_with_flag_override(tiny_model_dir, tmp_path):
     bad.write_text("grup_size = 4\n")
     r = _cli("train", VOWEL_ENV, "-m", tiny_model_dir, "--config", str(bad), "-o", str(tmp_path / "r2"))
     assert r.returncode != 0 and "grup_size" in r.stderr
+
+
+@pytest.mark.parametrize("loss,lora_rank,kl_beta,iters", [
+    ("gspo", 4, 0.1, 1),    # KL to the base model = adapters disabled
+    ("grpo", 0, 0.1, 2),    # full fine-tune: a frozen reference copy; two passes per batch
+    ("dr_grpo", 0, 0.0, 1),
+])
+def test_loss_variants_and_kl_run(tiny_model_dir, tmp_path, loss, lora_rank, kl_beta, iters):
+    env = load_environment(VOWEL_ENV)
+    tr = RLTrainer(env, tiny_model_dir, _cfg(tmp_path, loss=loss, lora_rank=lora_rank, kl_beta=kl_beta,
+                                             num_iterations=iters, steps=2, lr=1e-2))
+    last = tr.train()
+    assert torch.isfinite(torch.tensor(last["loss"]))
+    if kl_beta > 0:
+        assert last["kl"] > 0  # after the first update the policy differs from the reference
