@@ -41,8 +41,8 @@ class DemoConfig:
     """Held-out examples for the base-vs-trained comparison."""
     model: str = flag("-m", "--model", default="verity-tiny")
     """Starting model."""
-    output_dir: str = flag("-o", "--output-dir", default="outputs/demo")
-    """Where the run, the merged model and the comparison go."""
+    output_dir: str | None = flag("-o", "--output-dir", default=None)
+    """Where the run, the merged model and the comparison go (default: outputs/demo/TIME)."""
     seed: int = flag("--seed", default=0)
     """Seed for data order and sampling."""
 
@@ -63,7 +63,11 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     from verity.train.rl import RLTrainer
 
     resolve_model(cfg.model)  # fail fast when the starter is missing
-    out = Path(cfg.output_dir)
+    out = Path(cfg.output_dir or f"outputs/demo/{time.strftime('%Y%m%d-%H%M%S')}")
+    if (out / "compare").exists():
+        from verity.errors import ConfigError
+
+        raise ConfigError(f"-o {out}: already holds a finished demo; choose another directory")
     t0 = time.time()
     print(f"[1/3] RL: {cfg.steps} steps × {cfg.groups_per_batch} prompts × {cfg.group_size} rollouts", flush=True)
     rl = RLConfig(env="pii-masking", model=cfg.model, group_size=cfg.group_size, groups_per_batch=cfg.groups_per_batch,
