@@ -12,7 +12,6 @@ import pytest
 import verity
 from verity.envs.registry import list_environments, load_environment
 from verity.errors import ConfigError, DatasetError, EnvironmentNotFound
-from verity.eval.evaluate import evaluate
 from verity.types import Completion
 
 

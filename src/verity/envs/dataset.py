@@ -59,7 +59,7 @@ def examples_from_dataset(
     head: list[Message] = []
     if system_prompt:
         head.append({"role": "system", "content": system_prompt})
-    head.extend(_check_messages(list(few_shot), f"few_shot") if few_shot else [])
+    head.extend(_check_messages(list(few_shot), "few_shot") if few_shot else [])
     out: list[Example] = []
     for i, row in enumerate(rows):
         where = f"dataset '{name}', row {i}"

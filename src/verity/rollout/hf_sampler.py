@@ -10,7 +10,6 @@ thread, so the event loop (the server, async environments) stays responsive.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 import time
 from typing import Any, Sequence

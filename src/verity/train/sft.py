@@ -22,7 +22,7 @@ from verity.errors import ConfigError
 from verity.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from verity.train.config import SFTConfig
 from verity.train.metrics import MetricsLog, ProgressLine, write_manifest
-from verity.train.sft_data import SFTExample, pack, packed_tensors, pad_batch, tokenize_conversation
+from verity.train.sft_data import pack, packed_tensors, pad_batch, tokenize_conversation
 from verity.types import Message
 
 
