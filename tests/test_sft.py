@@ -131,3 +131,13 @@ def test_cli_sft_from_file(tiny_model_dir, tmp_path):
     r = subprocess.run([sys.executable, "-m", "verity", "sft", str(tmp_path / "missing.jsonl"), "-m", tiny_model_dir],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and "missing.jsonl" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_cli_sft_from_env_needs_no_data_argument(tiny_model_dir, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "verity", "sft", "--from-env", "reverse-text", "-a",
+                        '{"num_train_examples": 8}', "-m", tiny_model_dir, "--batch-size", "4", "--max-steps", "1",
+                        "-o", str(tmp_path / "o")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-1500:]
+    r = subprocess.run([sys.executable, "-m", "verity", "sft", "-m", tiny_model_dir], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode != 0 and "--from-env" in r.stderr and "Traceback" not in r.stderr

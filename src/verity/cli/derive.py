@@ -61,7 +61,8 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
         default = None if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING else (
             f.default if f.default is not dataclasses.MISSING else f.default_factory())  # type: ignore[misc]
         if f.metadata.get("positional"):
-            parser.add_argument(f.name, help=help_, nargs="?" if default is not None else None, default=default)
+            has_default = f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+            parser.add_argument(f.name, help=help_, nargs="?" if has_default else None, default=default)
             continue
         flags = list(f.metadata.get("flags", ())) or ["--" + f.name.replace("_", "-")]
         kw: dict[str, Any] = {"dest": f.name, "help": help_ + (f" (default: {default})" if default not in (None, False, "") else "")}
