@@ -30,13 +30,22 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
 
 
+def _jsonl_line(r: dict[str, Any]) -> str:
+    return json.dumps(r, default=str) + "\n"
+
+
 def append_jsonl(path: str | os.PathLike[str], records: Iterable[dict[str, Any]]) -> None:
     """Append whole lines and fsync: a kill leaves at most one partial last line."""
     with open(path, "a", encoding="utf-8") as f:
         for r in records:
-            f.write(json.dumps(r, default=str) + "\n")
+            f.write(_jsonl_line(r))
         f.flush()
         os.fsync(f.fileno())
+
+
+def rewrite_jsonl(path: str | os.PathLike[str], records: Iterable[dict[str, Any]]) -> None:
+    """Replace a JSON-lines file atomically (used on resume to drop torn or stale lines)."""
+    atomic_write_text(path, "".join(_jsonl_line(r) for r in records))
 
 
 def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:

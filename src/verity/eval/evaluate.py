@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping
 
 from verity.errors import ConfigError
 from verity.types import SamplingArgs
-from verity.utils import append_jsonl, atomic_write_json, read_jsonl, versions
+from verity.utils import append_jsonl, atomic_write_json, read_jsonl, rewrite_jsonl, versions
 
 SAMPLING_KEYS = ("max_tokens", "temperature", "top_p", "stop", "seed")
 
@@ -99,7 +99,7 @@ async def evaluate(
         res_path = out / "results.jsonl"
         if resume:
             records = read_jsonl(res_path)
-            res_path.write_text("".join(_dumps(r) for r in records), encoding="utf-8")  # drop a torn line
+            rewrite_jsonl(res_path, records)  # drop a torn last line
         elif res_path.exists() and res_path.stat().st_size > 0:
             raise ConfigError(f"{res_path} already has results; pass --resume to continue it or choose another -o")
     done = {(r["example_id"], r["rollout_idx"]) for r in records}
@@ -138,8 +138,3 @@ def _args_dict(a: SamplingArgs) -> dict[str, Any]:
     return {"max_tokens": a.max_tokens, "temperature": a.temperature, "top_p": a.top_p,
             "stop": list(a.stop), "seed": a.seed, **dict(a.extra)}
 
-
-def _dumps(r: dict[str, Any]) -> str:
-    import json
-
-    return json.dumps(r, default=str) + "\n"

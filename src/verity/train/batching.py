@@ -15,32 +15,43 @@ import torch
 from verity.types import Batch, Rollout
 
 
-def make_batch(rollouts: Sequence[Rollout], advantages: Sequence[float], pad_id: int,
-               mask_truncated: bool = False) -> Batch:
-    """Pack rollouts into a :class:`Batch` (shapes: input_ids [B, P+C], loss_mask [B, C])."""
-    B = len(rollouts)
-    P = max(len(r.prompt_ids) for r in rollouts)
-    C = max(max(len(r.completion_ids) for r in rollouts), 1)
+def pack_rows(prefixes: Sequence[Sequence[int]], suffixes: Sequence[Sequence[int]],
+              masks: Sequence[Sequence[float]], logprobs: Sequence[Sequence[float]], advantages: Sequence[float],
+              pad_id: int) -> Batch:
+    """The shared layout: row b = ``[pad… prefixes[b] | suffixes[b] …pad]``.
+
+    Shapes: input_ids/attention_mask [B, P+C]; loss_mask/old_logprobs [B, C] over the suffix
+    columns (``masks[b]``/``logprobs[b]`` may be empty: all-ones mask, zero log-probs).
+    """
+    B = len(prefixes)
+    P = max(len(p) for p in prefixes)
+    C = max(max(len(c) for c in suffixes), 1)
     input_ids = torch.full((B, P + C), pad_id, dtype=torch.long)
     attn = torch.zeros((B, P + C), dtype=torch.long)
     loss_mask = torch.zeros((B, C), dtype=torch.float32)
     old_lp = torch.zeros((B, C), dtype=torch.float32)
-    for b, r in enumerate(rollouts):
-        p, c = len(r.prompt_ids), len(r.completion_ids)
-        input_ids[b, P - p:P] = torch.tensor(r.prompt_ids, dtype=torch.long)
+    for b, (pre, suf) in enumerate(zip(prefixes, suffixes)):
+        p, c = len(pre), len(suf)
+        input_ids[b, P - p:P] = torch.tensor(list(pre), dtype=torch.long)
         attn[b, P - p:P] = 1
         if c:
-            input_ids[b, P:P + c] = torch.tensor(r.completion_ids, dtype=torch.long)
+            input_ids[b, P:P + c] = torch.tensor(list(suf), dtype=torch.long)
             attn[b, P:P + c] = 1
-            m = torch.tensor(r.completion_mask or (1,) * c, dtype=torch.float32)
-            if mask_truncated and r.truncated:
-                m.zero_()
-            loss_mask[b, :c] = m
-            if r.completion_logprobs:
-                old_lp[b, :c] = torch.tensor(r.completion_logprobs, dtype=torch.float32)
+            loss_mask[b, :c] = torch.tensor(list(masks[b]) or [1.0] * c, dtype=torch.float32)
+            if logprobs[b]:
+                old_lp[b, :c] = torch.tensor(list(logprobs[b]), dtype=torch.float32)
     return Batch(input_ids=input_ids, attention_mask=attn, loss_mask=loss_mask, old_logprobs=old_lp,
                  advantages=torch.tensor(list(advantages), dtype=torch.float32),
                  num_tokens=int(loss_mask.sum().item()))
+
+
+def make_batch(rollouts: Sequence[Rollout], advantages: Sequence[float], pad_id: int,
+               mask_truncated: bool = False) -> Batch:
+    """Pack rollouts into a :class:`Batch` (shapes: input_ids [B, P+C], loss_mask [B, C])."""
+    masks = [[0.0] * len(r.completion_ids) if mask_truncated and r.truncated
+             else (r.completion_mask or [1.0] * len(r.completion_ids)) for r in rollouts]
+    return pack_rows([r.prompt_ids for r in rollouts], [r.completion_ids for r in rollouts], masks,
+                     [r.completion_logprobs for r in rollouts], advantages, pad_id)
 
 
 def split_batch(batch: Batch, size: int) -> list[Batch]:

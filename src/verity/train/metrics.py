@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from verity.utils import append_jsonl, atomic_write_json, git_commit, read_jsonl, versions
+from verity.utils import append_jsonl, atomic_write_json, git_commit, read_jsonl, rewrite_jsonl, versions
 
 
 def write_manifest(run_dir: Path, kind: str, config: Any, env_id: str | None = None,
@@ -28,18 +28,12 @@ class MetricsLog:
         self.path = run_dir / "metrics.jsonl"
         if resume_step is not None and self.path.exists():
             keep = [r for r in read_jsonl(self.path) if r.get("step", 0) <= resume_step]
-            self.path.write_text("".join(_line(r) for r in keep))
+            rewrite_jsonl(self.path, keep)
         elif resume_step is None and self.path.exists():
             self.path.unlink()
 
     def log(self, record: dict[str, Any]) -> None:
         append_jsonl(self.path, [record])
-
-
-def _line(r: dict[str, Any]) -> str:
-    import json
-
-    return json.dumps(r) + "\n"
 
 
 class ProgressLine:

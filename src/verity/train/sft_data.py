@@ -110,20 +110,13 @@ def pad_batch(examples: Sequence[SFTExample], pad_id: int) -> Batch:
 
     Row b = ``[pad… prefix | rest …pad]`` with the split at the first loss token.
     """
+    from verity.train.batching import pack_rows
+
     splits = [ex.loss_mask.index(1) if 1 in ex.loss_mask else len(ex.input_ids) for ex in examples]
-    P = max(splits)
-    C = max(max(len(ex.input_ids) - s for ex, s in zip(examples, splits)), 1)
-    B = len(examples)
-    ids = torch.full((B, P + C), pad_id, dtype=torch.long)
-    attn = torch.zeros((B, P + C), dtype=torch.long)
-    lm = torch.zeros((B, C))
-    for b, (ex, s) in enumerate(zip(examples, splits)):
-        n = len(ex.input_ids)
-        ids[b, P - s:P - s + n] = torch.tensor(ex.input_ids)
-        attn[b, P - s:P - s + n] = 1
-        lm[b, : n - s] = torch.tensor(ex.loss_mask[s:], dtype=torch.float32)
-    return Batch(input_ids=ids, attention_mask=attn, loss_mask=lm, old_logprobs=torch.zeros_like(lm),
-                 advantages=torch.zeros(B), num_tokens=int(lm.sum()))
+    return pack_rows([ex.input_ids[:s] for ex, s in zip(examples, splits)],
+                     [ex.input_ids[s:] for ex, s in zip(examples, splits)],
+                     [[float(m) for m in ex.loss_mask[s:]] for ex, s in zip(examples, splits)],
+                     [()] * len(examples), [0.0] * len(examples), pad_id)
 
 
 def pack(examples: Sequence[SFTExample], max_length: int) -> list[list[SFTExample]]:
