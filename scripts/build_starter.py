@@ -18,6 +18,8 @@ well below 1, leaving headroom for RL (figures in the README).
 from __future__ import annotations
 
 import argparse
+import gzip
+import json
 import random
 import time
 from pathlib import Path
@@ -38,6 +40,19 @@ def build_conversations(rows: int, seed: int) -> list:
     return convs
 
 
+def load_or_build(rows: int, seed: int, cache: str | None) -> list:
+    """The conversations; with ``--data-cache`` they are read from (or first written to) a gzipped JSONL,
+    so that a machine without Faker/datasets (e.g. a GPU box) can run the SFT part of the build."""
+    if cache and Path(cache).is_file():
+        with gzip.open(cache, "rt", encoding="utf-8") as f:
+            return [json.loads(line) for line in f]
+    convs = build_conversations(rows, seed)
+    if cache:
+        with gzip.open(cache, "wt", encoding="utf-8") as f:
+            f.writelines(json.dumps([dict(m) for m in c]) + "\n" for c in convs)
+    return convs
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=str(ASSET_DIR), help="output model directory")
@@ -52,6 +67,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--save-every", type=int, default=1000)
     ap.add_argument("--run-dir", default="outputs/build-verity-tiny", help="SFT run directory (checkpoints, metrics)")
+    ap.add_argument("--data-cache", default=None, help="gzipped JSONL of the conversations: read if present, else written")
     ap.add_argument("--resume", action="store_true", help="continue the SFT run in --run-dir from its latest checkpoint")
     args = ap.parse_args()
 
@@ -63,7 +79,7 @@ def main() -> None:
 
     torch.manual_seed(args.seed)
     t0 = time.time()
-    convs = build_conversations(args.rows, args.seed)
+    convs = load_or_build(args.rows, args.seed, args.data_cache)
     texts = [m["content"] for c in convs[:6000] for m in c]
     init_dir = Path(args.run_dir) / "init"
     if not (args.resume and (init_dir / "config.json").is_file()):

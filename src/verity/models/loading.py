@@ -116,7 +116,7 @@ def load_model(name: str, dtype: str = "auto", device: str = "auto", for_trainin
     quiet_transformers()
     dev = pick_device(device)
     torch_dtype = pick_dtype(dtype, dev)
-    if for_training and dev == "cpu":
+    if for_training:  # fp32 master weights on every device; the learner applies bf16 autocast
         import torch
 
         torch_dtype = torch.float32

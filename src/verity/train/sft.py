@@ -54,6 +54,7 @@ class SFTTrainer:
                                     autocast_dtype=pick_dtype(config.dtype, dev), decay_steps=config.decay_steps)
         self.run_dir = Path(config.output_dir or f"outputs/sft/run--{time.strftime('%Y%m%d-%H%M%S')}")
         self.pad_id = self.tokenizer.pad_token_id
+        self._order: tuple[int, list[int]] = (-1, [])
 
     def step_units(self, step: int) -> list[Any]:
         """The data of ``step``, a pure function of (seed, step) so that resume is exact."""
@@ -61,10 +62,16 @@ class SFTTrainer:
         out = []
         for j in range(step * k, step * k + k):
             epoch, pos = divmod(j, n)
-            order = list(range(n))
-            random.Random(self.cfg.seed * 1_000_003 + epoch).shuffle(order)
-            out.append(self.units[order[pos]])
+            out.append(self.units[self.epoch_order(epoch)[pos]])
         return out
+
+    def epoch_order(self, epoch: int) -> list[int]:
+        """The seeded shuffle of ``epoch`` (cached: re-shuffling per example cost ~0.3 s a step)."""
+        if self._order[0] != epoch:
+            order = list(range(len(self.units)))
+            random.Random(self.cfg.seed * 1_000_003 + epoch).shuffle(order)
+            self._order = (epoch, order)
+        return self._order[1]
 
     def micro_loss(self, units: list[Any]) -> tuple[torch.Tensor, int]:
         """Summed NLL over loss tokens of a micro-batch, and the token count."""
