@@ -63,3 +63,52 @@ def test_bf16_sampling_copy_follows_the_training_weights(tiny_model_dir):
     after = s.generate_ids(ids, args)[0].completion_ids
     assert next(model.parameters()).dtype == torch.float32
     assert before != after and list(after) == [0] * 6
+
+
+def _group_batch(s, tok, group=4):
+    """GRPO-shaped batch: each of 3 prompts (different lengths) repeated ``group`` times."""
+    ids = [p for p in _prompts(s)[:3] for _ in range(group)]
+    comps = s.generate_ids(ids, SamplingArgs(max_tokens=9, temperature=1.0, seed=1))
+    rollouts = [Rollout(example_id=i, rollout_idx=0, prompt=(), completion=(), answer="", info={}, task="t",
+                        scores={}, reward=0.0, prompt_ids=c.prompt_ids, completion_ids=c.completion_ids,
+                        completion_logprobs=c.logprobs, completion_mask=(1,) * len(c.completion_ids))
+                for i, c in enumerate(comps)]
+    return make_batch(rollouts, [float(i % 3) - 1.0 for i in range(len(rollouts))], tok.pad_token_id)
+
+
+def test_shared_prompt_forward_equals_per_row_forward(tiny_model_dir):
+    """Each distinct prompt run once (KV cache gathered to its group) gives the same log-probs and
+    the same gradients as running every row whole, for full fine-tuning and for LoRA."""
+    from verity.train.learner import add_lora, shared_prefix_index
+
+    for rank in (0, 4):
+        model, tok = load_model(tiny_model_dir, dtype="fp32", for_training=True)
+        model = add_lora(model, rank, 8)
+        s = HFSampler(model, tok, batch_size=16)
+        batch = _group_batch(s, tok)
+        C = batch.loss_mask.shape[1]
+        first, inverse = shared_prefix_index(batch.input_ids, batch.attention_mask, C)
+        assert first.tolist() == [0, 4, 8] or sorted(first.tolist()) == [0, 4, 8]
+        learner = LocalLearner(model, lr=1e-3)
+        results = []
+        for share in (False, True):
+            learner.share_prefixes = share
+            model.zero_grad(set_to_none=True)
+            lp, _ = learner.completion_logprobs(batch)
+            ((lp * batch.loss_mask).sum(-1) * batch.advantages).sum().backward()
+            grads = [p.grad.clone() for p in model.parameters() if p.requires_grad]
+            results.append((lp.detach() * batch.loss_mask, grads))
+        torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-5, atol=1e-5)
+        for g0, g1 in zip(results[0][1], results[1][1]):
+            torch.testing.assert_close(g0, g1, rtol=1e-4, atol=1e-6)
+
+
+def test_shared_prefix_index_only_when_it_pays():
+    from verity.train.learner import shared_prefix_index
+
+    ids = torch.tensor([[0, 5, 6, 7, 8], [0, 5, 6, 9, 9], [3, 4, 6, 7, 1]])
+    attn = torch.tensor([[0, 1, 1, 1, 1], [0, 1, 1, 1, 1], [1, 1, 1, 1, 1]])
+    first, inverse = shared_prefix_index(ids, attn, C=2, min_saving=0.0)
+    assert first.tolist() == [0, 2] and inverse.tolist() == [0, 0, 1]
+    assert shared_prefix_index(ids, attn, C=2) is None  # 2·3 + 3·2 = 12 > 0.75 · 15: not worth it
+    assert shared_prefix_index(ids, attn, C=5) is None  # no prompt columns

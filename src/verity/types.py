@@ -165,14 +165,15 @@ class Group:
 class Batch:
     """Right-padded token tensors for one learner step; built by :func:`verity.train.batching.make_batch`.
 
-    Shapes: B sequences, L = longest prompt+completion. ``loss_mask`` is 1 only on tokens
-    sampled by the policy (never prompt, padding or env-inserted tokens).
+    Shapes: B sequences, row b = ``[pad… prompt | completion …pad]``, L = P + C (longest prompt
+    + longest completion). ``loss_mask`` is 1 only on tokens sampled by the policy (never prompt,
+    padding or env-inserted tokens).
     """
 
     input_ids: Any  # LongTensor [B, L]
     attention_mask: Any  # LongTensor [B, L]
-    loss_mask: Any  # FloatTensor [B, L], aligned with input_ids (token t is predicted from t-1)
-    old_logprobs: Any  # FloatTensor [B, L], sampling-policy log-prob of token t (0 off-mask)
+    loss_mask: Any  # FloatTensor [B, C], over the last C columns of input_ids
+    old_logprobs: Any  # FloatTensor [B, C], sampling-policy log-prob of each completion token (0 off-mask)
     advantages: Any  # FloatTensor [B]
     num_tokens: int
     """Number of loss tokens (sum of loss_mask)."""

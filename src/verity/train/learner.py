@@ -55,6 +55,28 @@ def lr_lambda(warmup: int, total: int, schedule: str = "constant", floor: float 
     return f
 
 
+def shared_prefix_index(ids: torch.Tensor, attn: torch.Tensor, C: int,
+                        min_saving: float = 0.25) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(first row of each distinct prompt [U], row -> distinct prompt [B]) when sharing pays.
+
+    Rows are ``[pad… prompt | completion …pad]`` (``pack_rows``): the first ``P = L - C`` columns
+    are the prompt. Sharing runs U·P + B·C tokens instead of B·(P+C); it is used only when
+    that saves at least ``min_saving`` of the work (e.g. GRPO groups of 8 with long prompts).
+    """
+    B, L = ids.shape
+    P = L - C
+    if P < 1 or B < 2:
+        return None
+    key = ids[:, :P] * 2 + attn[:, :P]  # pad columns count too: equal keys = equal prompts
+    uniq, inverse = torch.unique(key, dim=0, return_inverse=True)
+    U = uniq.shape[0]
+    if U * P + B * C > (1.0 - min_saving) * B * L:
+        return None
+    first = torch.full((U,), B, dtype=torch.long, device=ids.device)
+    first.scatter_reduce_(0, inverse, torch.arange(B, device=ids.device), reduce="amin")
+    return first, inverse
+
+
 class LocalLearner:
     """Trains a model in this process; bf16 autocast where the hardware is fast at it."""
 
@@ -69,6 +91,8 @@ class LocalLearner:
         self.max_grad_norm = max_grad_norm
         self.autocast_dtype = autocast_dtype
         self.device = next(model.parameters()).device
+        self.share_prefixes = True
+        """Run each distinct prompt once per micro-batch (see :func:`shared_prefix_index`)."""
 
     def autocast(self) -> Any:
         if self.autocast_dtype is None or self.autocast_dtype == torch.float32:
@@ -84,10 +108,14 @@ class LocalLearner:
         pos = (attn.cumsum(-1) - 1).clamp(min=0)
         ctx = self.model.disable_adapter() if disable_adapter else contextlib.nullcontext()
         with ctx, self.autocast():
-            # logits for positions P-1 .. P+C-2 predict completion tokens 0 .. C-1
-            out = self.model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=False,
-                             logits_to_keep=C + 1)
-        logits = out.logits[:, :-1]  # [B, C, V]
+            shared = shared_prefix_index(ids, attn, C) if self.share_prefixes else None
+            if shared is not None:
+                logits = self._shared_prefix_logits(ids, attn, pos, C, *shared)
+            else:
+                # logits for positions P-1 .. P+C-2 predict completion tokens 0 .. C-1
+                out = self.model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=False,
+                                 logits_to_keep=C + 1)
+                logits = out.logits[:, :-1]  # [B, C, V]
         target = ids[:, -C:]  # [B, C]
         lp = selective_log_softmax(logits, target)  # [B, C] float32
         ent = None
@@ -95,6 +123,24 @@ class LocalLearner:
             with torch.no_grad():
                 ent = entropy_from_logits(logits.detach(), chunk_size=8)
         return lp, ent
+
+    def _shared_prefix_logits(self, ids: torch.Tensor, attn: torch.Tensor, pos: torch.Tensor, C: int,
+                              first: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+        """Completion logits [B, C, V] with each distinct prompt run once (GRPO groups share theirs).
+
+        The prompt's KV cache is built with grad for the U distinct prompts, gathered to the B
+        rows, and the completions attend to it: the gradient through the shared keys/values sums
+        over the group, exactly as if every row had recomputed the prompt.
+        """
+        P = ids.shape[1] - C
+        pre = self.model(input_ids=ids[first, :P], attention_mask=attn[first, :P], position_ids=pos[first, :P],
+                         use_cache=True, logits_to_keep=1)  # U prompts
+        cache = pre.past_key_values
+        cache.batch_select_indices(inverse)  # [U, H, P, D] -> [B, H, P, D], differentiable gather
+        out = self.model(input_ids=ids[:, P:], attention_mask=attn, position_ids=pos[:, P:],
+                         past_key_values=cache, use_cache=True, logits_to_keep=C)
+        # the last prompt position predicts completion token 0; completion positions 0..C-2 the rest
+        return torch.cat([pre.logits[inverse], out.logits[:, :-1]], dim=1)  # [B, C, V]
 
     def forward_backward(self, batch: Batch, loss_fn: LossFn, scale: float = 1.0) -> dict[str, float]:
         """Accumulate gradients of ``scale × loss_fn(logprobs, batch)``; returns detached metrics."""
