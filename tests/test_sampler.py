@@ -112,3 +112,29 @@ def test_shared_prefix_index_only_when_it_pays():
     assert first.tolist() == [0, 2] and inverse.tolist() == [0, 0, 1]
     assert shared_prefix_index(ids, attn, C=2) is None  # 2·3 + 3·2 = 12 > 0.75 · 15: not worth it
     assert shared_prefix_index(ids, attn, C=5) is None  # no prompt columns
+
+
+def test_decode_attention_over_the_preallocated_buffer_equals_eager():
+    """The CPU decode attention reads the whole zero-filled buffer with spare positions masked;
+    it must match eager attention on the L-slice, and refuse tensors that are not such slices."""
+    from types import SimpleNamespace
+
+    from transformers.models.qwen2.modeling_qwen2 import eager_attention_forward
+
+    from verity.rollout.hf_sampler import _decode_attention, _whole_buffer
+
+    torch.manual_seed(0)
+    B, H, L, Lmax, D = 3, 2, 5, 9, 4
+    kb, vb = torch.zeros(B, H, Lmax, D), torch.zeros(B, H, Lmax, D)
+    kb[:, :, :L], vb[:, :, :L] = torch.randn(B, H, L, D), torch.randn(B, H, L, D)
+    k, v = kb[:, :, :L], vb[:, :, :L]
+    q = torch.randn(B, H, 1, D)
+    mask = torch.zeros(B, 1, 1, L)
+    mask[0, ..., :2] = torch.finfo(torch.float32).min  # a left-padded row
+    module = SimpleNamespace(training=False, num_key_value_groups=1)
+    ours, _ = _decode_attention(module, q, k, v, mask, scaling=0.5)
+    ref, _ = eager_attention_forward(module, q, k, v, mask, scaling=0.5)
+    torch.testing.assert_close(ours, ref)
+    assert _whole_buffer(k).shape == (B, H, Lmax, D)
+    assert _whole_buffer(k.contiguous()) is None  # not a slice of a bigger buffer
+    assert _whole_buffer(kb[:2, :, :L]) is not None and _whole_buffer(kb[:, :1, :L]) is None
