@@ -138,3 +138,14 @@ def test_decode_attention_over_the_preallocated_buffer_equals_eager():
     assert _whole_buffer(k).shape == (B, H, Lmax, D)
     assert _whole_buffer(k.contiguous()) is None  # not a slice of a bigger buffer
     assert _whole_buffer(kb[:2, :, :L]) is not None and _whole_buffer(kb[:, :1, :L]) is None
+
+
+def test_inverse_cdf_sampling_follows_the_distribution():
+    from verity.rollout.hf_sampler import _inverse_cdf
+
+    gen = torch.Generator().manual_seed(0)
+    w = torch.tensor([[0.1, 0.2, 0.7, 0.0]] * 20000)  # unnormalised weights work too: × 3 below
+    draws = _inverse_cdf(w * 3, gen)
+    freq = torch.bincount(draws, minlength=4).float() / len(draws)
+    torch.testing.assert_close(freq, torch.tensor([0.1, 0.2, 0.7, 0.0]), atol=0.015, rtol=0)
+    assert int((draws == 3).sum()) == 0  # zero weight: never drawn
