@@ -21,13 +21,13 @@ from verity.cli.derive import add_dataclass_args, build_config, flag
 
 @dataclass
 class DemoConfig:
-    steps: int = flag("--steps", default=40)
+    steps: int = flag("--steps", default=100)
     """RL steps."""
     group_size: int = flag("--group-size", default=8)
     """Rollouts per prompt."""
     groups_per_batch: int = flag("--groups-per-batch", default=16)
     """Prompts per step."""
-    lr: float = flag("--lr", default=5e-5)
+    lr: float = flag("--lr", default=1e-4)
     """Learning rate."""
     loss: str = flag("--loss", default="dr_grpo", choices=("grpo", "dapo", "dr_grpo", "gspo"))
     """Policy loss (see `verity train --help`)."""
