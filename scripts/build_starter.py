@@ -15,7 +15,7 @@ schedule: the shipped 3,000-step build stops just before it (exact match 0.2), 3
 already gives ~0.5 and 4,500 steps 0.93.
 
     python scripts/build_starter.py                 # the full build: 4.4 min on one H200
-                                                    # (0.06 s/step), ~2.2 h on 2 idle CPU cores
+                                                    # (0.06 s/step), ~2.4 h on 2 idle CPU cores (2.9 s/step)
     python scripts/build_starter.py --data-cache convs.jsonl.gz --data-only  # write the data, e.g. for a GPU box
     python scripts/build_starter.py --steps 5 --rows 400 --out /tmp/vt   # a quick smoke build
 """
