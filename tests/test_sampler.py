@@ -149,3 +149,31 @@ def test_inverse_cdf_sampling_follows_the_distribution():
     freq = torch.bincount(draws, minlength=4).float() / len(draws)
     torch.testing.assert_close(freq, torch.tensor([0.1, 0.2, 0.7, 0.0]), atol=0.015, rtol=0)
     assert int((draws == 3).sum()) == 0  # zero weight: never drawn
+
+
+def test_decode_fast_path_only_for_plain_attention():
+    """Architectures with their own attention variants (soft-capping, sinks, sliding windows)
+    keep eager attention; the fast path itself defers to eager when such arguments arrive."""
+    from types import SimpleNamespace
+
+    from verity.rollout.hf_sampler import _decode_attention, _decode_attention_name
+
+    assert _decode_attention_name(SimpleNamespace(config=SimpleNamespace(model_type="gemma2"))) == "eager"
+    assert _decode_attention_name(SimpleNamespace(config=SimpleNamespace(model_type="qwen2"))) == "verity_decode"
+    kb = torch.zeros(1, 2, 6, 4)
+    kb[:, :, :3] = torch.randn(1, 2, 3, 4)
+    q, k = torch.randn(1, 2, 1, 4), kb[:, :, :3]
+    module = SimpleNamespace(training=False, num_key_value_groups=1)
+    called = {}
+
+    def spy(*a, **kw):
+        called["eager"] = True
+        return torch.zeros(1, 1, 2, 4), None
+
+    import transformers.models.qwen2.modeling_qwen2 as q2
+    orig, q2.eager_attention_forward = q2.eager_attention_forward, spy
+    try:
+        _decode_attention(module, q, k, k, None, scaling=0.5, sliding_window=2)
+    finally:
+        q2.eager_attention_forward = orig
+    assert called.get("eager")

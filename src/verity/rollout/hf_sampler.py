@@ -140,7 +140,7 @@ class HFSampler:
                 _select_rows(past, expand)
                 logits, attn, cur_pos = logits[expand], attn[expand], cur_pos[expand]
             if dev.type == "cpu":  # for one query token, plain batched matmuls beat SDPA's CPU kernel
-                _set_attn(model, _decode_attention_name())
+                _set_attn(model, _decode_attention_name(model))
             _preallocate(past, args.max_tokens)
             live = torch.ones(B, dtype=torch.bool, device=dev)  # rows of the batch still decoding
             for t in range(args.max_tokens):
@@ -255,7 +255,8 @@ def _decode_attention(module: Any, query: Any, key: Any, value: Any, attention_m
 
     B, H, Q, D = query.shape
     full = _whole_buffer(key), _whole_buffer(value)
-    if Q != 1 or key.shape[1] != H or module.training or full[0] is None or full[1] is None:
+    special = any(kwargs.get(k) is not None for k in ("sliding_window", "softcap", "s_aux"))
+    if Q != 1 or key.shape[1] != H or module.training or special or full[0] is None or full[1] is None:
         return eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout, **kwargs)
     k, v = full
     L, Lmax = key.shape[2], k.shape[2]
@@ -281,8 +282,17 @@ def _whole_buffer(x: Any) -> Any:
     return x.as_strided((B, H, lmax, D), (s0, s1, s2, s3))
 
 
-def _decode_attention_name() -> str:
-    """Register :func:`_decode_attention` with transformers once (eager masks); its name."""
+# Architectures whose eager attention is exactly Qwen2's (scaled dot product, additive mask, GQA
+# by repeat): the only ones the decode fast path is used for; others keep their own eager code.
+_PLAIN_ATTENTION = {"qwen2", "qwen3", "llama"}
+
+
+def _decode_attention_name(model: Any) -> str:
+    """Register :func:`_decode_attention` with transformers once (eager masks); its name, or
+    "eager" for architectures outside ``_PLAIN_ATTENTION``."""
+    base = getattr(model, "get_base_model", lambda: model)()
+    if getattr(base.config, "model_type", None) not in _PLAIN_ATTENTION:
+        return "eager"
     name = "verity_decode"
     try:
         from transformers import AttentionInterface

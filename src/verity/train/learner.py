@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from typing import Any, Callable, Protocol
 
 import torch
@@ -109,9 +110,14 @@ class LocalLearner:
         ctx = self.model.disable_adapter() if disable_adapter else contextlib.nullcontext()
         with ctx, self.autocast():
             shared = shared_prefix_index(ids, attn, C) if self.share_prefixes else None
+            logits = None
             if shared is not None:
-                logits = self._shared_prefix_logits(ids, attn, pos, C, *shared)
-            else:
+                try:
+                    logits = self._shared_prefix_logits(ids, attn, pos, C, *shared)
+                except (AttributeError, NotImplementedError, TypeError) as e:  # a cache type without row gather
+                    self.share_prefixes = False
+                    warnings.warn(f"shared-prompt forward unavailable for this model ({e}); using per-row forward")
+            if logits is None:
                 # logits for positions P-1 .. P+C-2 predict completion tokens 0 .. C-1
                 out = self.model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=False,
                                  logits_to_keep=C + 1)
