@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
 import random
 import time
 from pathlib import Path
@@ -52,9 +53,11 @@ def load_or_build(rows: int, seed: int, cache: str | None) -> list:
         with gzip.open(cache, "rt", encoding="utf-8") as f:
             return [json.loads(line) for line in f]
     convs = build_conversations(rows, seed)
-    if cache:
-        with gzip.open(cache, "wt", encoding="utf-8") as f:
+    if cache:  # written under a temporary name, then renamed: a killed run never leaves a torn cache
+        tmp = Path(f"{cache}.tmp")
+        with gzip.open(tmp, "wt", encoding="utf-8") as f:
             f.writelines(json.dumps([dict(m) for m in c]) + "\n" for c in convs)
+        os.replace(tmp, cache)
     return convs
 
 

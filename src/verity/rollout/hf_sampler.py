@@ -10,6 +10,7 @@ thread, so the event loop (the server, async environments) stays responsive.
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
 from typing import Any, Sequence
@@ -253,7 +254,7 @@ def _decode_attention(module: Any, query: Any, key: Any, value: Any, attention_m
     import torch
     from transformers.models.qwen2.modeling_qwen2 import eager_attention_forward
 
-    B, H, Q, D = query.shape
+    B, H, Q, _ = query.shape
     full = _whole_buffer(key), _whole_buffer(value)
     special = any(kwargs.get(k) is not None for k in ("sliding_window", "softcap", "s_aux"))
     if Q != 1 or key.shape[1] != H or module.training or special or full[0] is None or full[1] is None:
@@ -293,6 +294,11 @@ def _decode_attention_name(model: Any) -> str:
     base = getattr(model, "get_base_model", lambda: model)()
     if getattr(base.config, "model_type", None) not in _PLAIN_ATTENTION:
         return "eager"
+    return _register_decode_attention()
+
+
+@functools.cache
+def _register_decode_attention() -> str:
     name = "verity_decode"
     try:
         from transformers import AttentionInterface
