@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # On a GPU machine set TORCH_SPEC=torch (or preinstall your CUDA torch) before `make`.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench starter clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -28,6 +28,13 @@ test: install
 bench: install
 	$(BIN)/pip install -q -e ".[bench]"
 	$(BIN)/python -m benchmarks.grpo_vs_trl --config all
+
+# Rebuild the bundled starter model (stage 1 wants a GPU: ~3.6 h on 2 CPU cores; see scripts/build_starter.py)
+starter: install
+	$(BIN)/python scripts/build_starter.py --steps 4500 --decay-steps 1200 --out outputs/starter-stage1 \
+		--run-dir outputs/build-starter-stage1
+	$(BIN)/python scripts/build_starter.py --init outputs/starter-stage1 --weak-labels date,email,first,username,ip:0.8 \
+		--steps 200 --lr 5e-4 --decay-steps 100 --run-dir outputs/build-starter-stage2
 
 clean:
 	rm -rf $(VENV) outputs

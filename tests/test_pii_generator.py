@@ -128,3 +128,31 @@ def test_pii_positions_and_lengths(rows: list[dict]) -> None:
     assert 110 <= statistics.median(lengths) <= 200
     assert sum(60 <= n <= 350 for n in lengths) / len(lengths) >= 0.9
     assert sum("\n" in r["question"] for r in rows) >= 100  # multi-line emails, forms, chats
+
+
+def test_pii_segments_know_their_kind() -> None:
+    kinds = {seg.kind for s in range(300) for seg in G._make_row(random.Random(f"k-{s}"))[1] if isinstance(seg, Pii)}
+    assert {"name", "email", "phone", "date"} <= kinds <= G.PII_FIELDS
+
+
+def test_weak_labels_unmask_only_the_named_kinds_at_the_given_rate() -> None:
+    gold = generate_rows(2000, seed=3)
+    weak = generate_rows(2000, seed=3, miss_rate={"date": 0.75, "email": 0.75})
+    assert [r["question"] for r in weak] == [r["question"] for r in gold]
+    assert [r["info"] for r in weak] == [r["info"] for r in gold]  # the gold count is kept
+    missed = total = 0
+    for s in range(2000):  # the same segments generate_rows builds for row s
+        segs = G._make_row(random.Random(f"3-{s}"))[1]
+        if mask(segs)[0] != gold[s]["question"]:
+            continue  # a de-duplicated row (rebuilt from another seed)
+        targets = [seg for seg in segs if isinstance(seg, Pii) and seg.kind in ("date", "email")]
+        n_weak = weak[s]["answer"].count(PII_TOKEN)
+        assert gold[s]["info"]["pii_count"] - len(targets) <= n_weak <= gold[s]["info"]["pii_count"]
+        missed += gold[s]["info"]["pii_count"] - n_weak
+        total += len(targets)
+        if n_weak == gold[s]["info"]["pii_count"]:
+            assert weak[s]["answer"] == gold[s]["answer"]
+    assert total > 500 and 0.70 < missed / total < 0.80
+    assert generate_rows(50, seed=3, miss_rate={}) == generate_rows(50, seed=3)
+    with pytest.raises(ValueError, match="unknown PII kind"):
+        generate_rows(5, miss_rate={"order": 0.5})

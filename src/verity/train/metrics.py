@@ -36,6 +36,11 @@ class MetricsLog:
         append_jsonl(self.path, [record])
 
 
+def _num(v: float) -> str:
+    """Three decimals, or three significant digits for small magnitudes (a learning rate of 5e-4)."""
+    return f"{v:.3f}" if v == 0 or abs(v) >= 0.01 else f"{v:.2e}"
+
+
 class ProgressLine:
     """A one-line live status on stderr: step, reward, speed and time left."""
 
@@ -47,7 +52,7 @@ class ProgressLine:
         done = step - self.start
         el = time.time() - self.t0
         left = el / max(done, 1) * (self.total - step)
-        parts = " ".join(f"{k}={v:.3f}" for k, v in fields.items())
+        parts = " ".join(f"{k}={_num(v)}" for k, v in fields.items())
         line = f"step {step}/{self.total} {parts} | {el / max(done, 1):.1f}s/step, ~{_fmt(left)} left"
         if self.tty:
             print("\r\033[K" + line, end="", file=sys.stderr, flush=True)

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import random
 from functools import lru_cache
+from collections.abc import Mapping
 from itertools import accumulate
 
 from verity.envs.pii_masking import templates as T
@@ -50,9 +51,15 @@ PII_FIELDS = frozenset({
 
 
 class Pii(str):
-    """A text segment that is personal data (masked as ``[PII]`` in the answer)."""
+    """A text segment that is personal data (masked as ``[PII]`` in the answer); ``kind`` is its
+    field (``"email"``, ``"dob"``, ...), empty when built by hand."""
 
-    __slots__ = ()
+    kind: str
+
+    def __new__(cls, value: str, kind: str = "") -> "Pii":
+        obj = super().__new__(cls, value)
+        obj.kind = kind
+        return obj
 
 
 def mask(segments: list[str]) -> tuple[str, str, int]:
@@ -66,6 +73,19 @@ def mask(segments: list[str]) -> tuple[str, str, int]:
         else:
             a_parts.append(seg)
     return "".join(q_parts), "".join(a_parts), count
+
+
+def weak_label(segments: list[str], miss_rate: Mapping[str, float], rng: random.Random) -> list[str]:
+    """The segments as an incomplete labeller would annotate them: each :class:`Pii` whose
+    ``kind`` is in ``miss_rate`` is left unmasked (turned into plain text) with that probability.
+
+    For building weakly supervised SFT data only; rewards and eval always use the gold labels.
+    """
+    out: list[str] = []
+    for seg in segments:
+        missed = isinstance(seg, Pii) and seg.kind in miss_rate and rng.random() < miss_rate[seg.kind]
+        out.append(str(seg) if missed else seg)
+    return out
 
 
 # --------------------------------------------------------------------------- Faker word lists
@@ -133,7 +153,7 @@ class _Ctx:
             except KeyError:
                 raise KeyError(f"unknown template field {key!r}") from None
             value = fn(self, idx)
-            self.cache[key] = Pii(value) if base in PII_FIELDS else value
+            self.cache[key] = Pii(value, base) if base in PII_FIELDS else value
         return self.cache[key]
 
 
@@ -450,12 +470,18 @@ def _make_row(rng: random.Random) -> tuple[str, list[str]]:
     return names[k], _render(k, rng)
 
 
-def generate_rows(n: int, seed: int = 42, with_template: bool = False) -> list[dict]:
+def generate_rows(n: int, seed: int = 42, with_template: bool = False,
+                  miss_rate: Mapping[str, float] | None = None) -> list[dict]:
     """``n`` distinct, deterministic rows; row ``i`` is the same for every ``n > i``.
 
     ``with_template=True`` adds a top-level ``"template"`` key (debugging/tests only; it is
-    not part of the public schema).
+    not part of the public schema). ``miss_rate`` (kind -> probability, e.g. ``{"date": 0.8}``)
+    makes the *answers* weak labels (:func:`weak_label`): the questions are the same rows as
+    without it, and ``info["pii_count"]`` stays the gold count.
     """
+    unknown = sorted(set(miss_rate or {}) - PII_FIELDS)
+    if unknown:
+        raise ValueError(f"miss_rate: unknown PII kind(s) {unknown}; known: {sorted(PII_FIELDS)}")
     rows: list[dict] = []
     seen: set[str] = set()
     for i in range(n):
@@ -468,6 +494,8 @@ def generate_rows(n: int, seed: int = 42, with_template: bool = False) -> list[d
                 break
             bump += 1
         seen.add(question)
+        if miss_rate:
+            answer = mask(weak_label(segs, miss_rate, random.Random(f"{seed}-{i}-weak")))[1]
         row = {"question": question, "answer": answer, "info": {"pii_count": count}, "task": TASK}
         if with_template:
             row["template"] = name
