@@ -168,3 +168,13 @@ def test_loss_variants_and_kl_run(tiny_model_dir, tmp_path, loss, lora_rank, kl_
     assert torch.isfinite(torch.tensor(last["loss"]))
     if kl_beta > 0:
         assert last["kl"] > 0  # after the first update the policy differs from the reference
+
+
+def test_progress_line_shows_small_values(capsys):
+    from verity.train.metrics import ProgressLine
+
+    p = ProgressLine(total=10)
+    p.update(1, {"reward": 0.5, "loss": -0.0037, "lr": 5e-4, "kl": 0.0})
+    line = capsys.readouterr().err
+    assert "reward=0.500" in line and "loss=-3.70e-03" in line and "lr=5.00e-04" in line and "kl=0.000" in line
+    assert line.startswith("step 1/10 ")
