@@ -111,7 +111,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--save-every", type=int, default=1000)
     ap.add_argument("--run-dir", default="outputs/build-verity-tiny", help="SFT run directory (checkpoints, metrics)")
-    ap.add_argument("--data-cache", default=None, help="gzipped JSONL of the conversations: read if present, else written")
+    ap.add_argument("--data-cache", default=None, help="gzipped JSONL of the conversations: read if present (with the labels it was written with; "
+                    "--weak-labels does not change an existing cache), else written")
     ap.add_argument("--data-only", action="store_true", help="write --data-cache and stop")
     ap.add_argument("--resume", action="store_true", help="continue the SFT run in --run-dir from its latest checkpoint")
     ap.add_argument("--init", default=None, help="start from this model (and its tokenizer) instead of a random init")
