@@ -51,12 +51,13 @@ def parse_weak_labels(spec: str | None) -> dict[str, float]:
         raise SystemExit(f"--weak-labels {spec!r}: expected KIND[,KIND...]:RATE, e.g. date,email:0.8") from None
     if not 0.0 <= p <= 1.0:
         raise SystemExit(f"--weak-labels {spec!r}: RATE must be in [0, 1]")
-    from verity.envs.pii_masking.generator import PII_FIELDS
+    from verity.envs.pii_masking.generator import check_kinds
 
     out = {k.strip(): p for k in kinds.split(",") if k.strip()}
-    unknown = sorted(set(out) - PII_FIELDS)
-    if unknown:
-        raise SystemExit(f"--weak-labels {spec!r}: unknown PII kind(s) {unknown}; known: {sorted(PII_FIELDS)}")
+    try:
+        check_kinds(out)
+    except ValueError as e:
+        raise SystemExit(f"--weak-labels {spec!r}: {e}") from None
     return out
 
 
@@ -133,12 +134,11 @@ def main() -> None:
     if args.data_only:
         print(f"wrote {len(convs)} conversations to {args.data_cache}")
         return
-    texts = [m["content"] for c in convs[:6000] for m in c]
     init_dir = Path(args.init) if args.init else Path(args.run_dir) / "init"
     if args.init and not (init_dir / "config.json").is_file():
         raise SystemExit(f"--init {args.init}: not a model directory (no config.json)")
     if not args.init and not (args.resume and (init_dir / "config.json").is_file()):
-        tok = train_bpe_tokenizer(texts, vocab_size=args.vocab)
+        tok = train_bpe_tokenizer([m["content"] for c in convs[:6000] for m in c], vocab_size=args.vocab)
         make_tiny_model(str(init_dir), tokenizer=tok, hidden_size=args.hidden, num_layers=args.layers,
                         num_heads=max(1, args.hidden // 64), seed=args.seed, max_position_embeddings=1024)
     print(f"data: {len(convs)} conversations; {time.time() - t0:.0f}s", flush=True)

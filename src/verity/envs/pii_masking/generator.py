@@ -35,8 +35,8 @@ calling Faker per value).
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
-from collections.abc import Mapping
 from itertools import accumulate
 
 from verity.envs.pii_masking import templates as T
@@ -73,6 +73,13 @@ def mask(segments: list[str]) -> tuple[str, str, int]:
         else:
             a_parts.append(seg)
     return "".join(q_parts), "".join(a_parts), count
+
+
+def check_kinds(kinds: Iterable[str]) -> None:
+    """Raise ``ValueError`` naming any kind that is not a PII field (e.g. ``"order"``)."""
+    unknown = sorted(set(kinds) - PII_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown PII kind(s) {unknown}; known: {sorted(PII_FIELDS)}")
 
 
 def weak_label(segments: list[str], miss_rate: Mapping[str, float], rng: random.Random) -> list[str]:
@@ -479,9 +486,7 @@ def generate_rows(n: int, seed: int = 42, with_template: bool = False,
     makes the *answers* weak labels (:func:`weak_label`): the questions are the same rows as
     without it, and ``info["pii_count"]`` stays the gold count.
     """
-    unknown = sorted(set(miss_rate or {}) - PII_FIELDS)
-    if unknown:
-        raise ValueError(f"miss_rate: unknown PII kind(s) {unknown}; known: {sorted(PII_FIELDS)}")
+    check_kinds(miss_rate or {})
     rows: list[dict] = []
     seen: set[str] = set()
     for i in range(n):
