@@ -20,11 +20,26 @@ import json
 import sys
 import tempfile
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from benchmarks.common import (CONFIGS, GRPOBench, build_model, build_tokenizer, completion_text, emit,
-                               machine_info, make_words, median, num_params, peak_rss_mb, print_table,
-                               prompt_text, run_child, vowel_fraction)
+from benchmarks.common import (
+    CONFIGS,
+    GRPOBench,
+    build_model,
+    build_tokenizer,
+    completion_text,
+    emit,
+    machine_info,
+    make_words,
+    median,
+    num_params,
+    peak_rss_mb,
+    print_table,
+    prompt_text,
+    run_child,
+    vowel_fraction,
+)
 
 TOOLS = ("verity", "trl-fp32", "trl-bf16")
 
@@ -156,7 +171,7 @@ def child_trl(cfg: GRPOBench, warmup: int, steps: int, bf16: bool) -> dict[str, 
     trainer, model = trl_trainer(cfg, warmup + steps, bf16, sinks)
     trainer.train()
     ends = sinks["ends"]
-    walls = [b - a for a, b in zip(ends, ends[1:])]
+    walls = [b - a for a, b in zip(ends, ends[1:], strict=False)]
     logs = [h for h in trainer.state.log_history if "completions/mean_length" in h]
     recs = []
     for i in range(warmup, min(len(walls), warmup + steps)):

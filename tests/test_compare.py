@@ -12,8 +12,15 @@ import pytest
 from verity.cli.derive import build_config
 from verity.cli.main import build_parser, main
 from verity.errors import ConfigError
-from verity.eval.compare import (CompareConfig, Comparison, bar_chart, markdown_table, model_labels, subdir_names,
-                                 write_outputs)
+from verity.eval.compare import (
+    CompareConfig,
+    Comparison,
+    bar_chart,
+    markdown_table,
+    model_labels,
+    subdir_names,
+    write_outputs,
+)
 
 KEY_VAR = "VERITY_COMPARE_TEST_KEY"
 
@@ -25,8 +32,9 @@ def _cfg(*argv: str) -> CompareConfig:
 
 
 def _comparison() -> Comparison:
-    m = lambda r, f, g: {"reward": {"mean": r, "std": 0.1}, "fmt": {"mean": f, "std": 0.0},
-                         "acc": {"mean": g, "std": 0.2}}
+    def m(r, f, g):
+        return {"reward": {"mean": r, "std": 0.1}, "fmt": {"mean": f, "std": 0.0},
+                             "acc": {"mean": g, "std": 0.2}}
     return Comparison(env="toy", labels=["base", "trained", "other"], metric_names=["reward", "fmt", "acc"],
                       models=[{"model": "base", "metrics": m(0.25, 1.0, float("nan")), "errors": 0},
                               {"model": "trained", "metrics": m(0.75, 1.0, 0.5), "errors": 1},

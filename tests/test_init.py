@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import tomllib
 import uuid
 
 import pytest
+import tomllib
 
 from verity.cli.init_cmd import scaffold
 from verity.errors import ConfigError

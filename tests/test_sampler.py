@@ -20,7 +20,7 @@ def test_batched_greedy_equals_one_at_a_time(tiny_model_dir):
     ids = _prompts(s) * 2  # repeated prompts exercise the shared prefill
     args = SamplingArgs(max_tokens=12, temperature=0)
     batched = s.generate_ids(ids, args)
-    for p, b in zip(ids, batched):
+    for p, b in zip(ids, batched, strict=False):
         alone = s.generate_ids([p], args)[0]
         assert alone.completion_ids == b.completion_ids
         assert len(b.logprobs) == len(b.completion_ids)
@@ -99,7 +99,7 @@ def test_shared_prompt_forward_equals_per_row_forward(tiny_model_dir):
             grads = [p.grad.clone() for p in model.parameters() if p.requires_grad]
             results.append((lp.detach() * batch.loss_mask, grads))
         torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-5, atol=1e-5)
-        for g0, g1 in zip(results[0][1], results[1][1]):
+        for g0, g1 in zip(results[0][1], results[1][1], strict=False):
             torch.testing.assert_close(g0, g1, rtol=1e-4, atol=1e-6)
 
 

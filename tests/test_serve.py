@@ -252,8 +252,12 @@ def test_openapi_schema_property_based(api_schema, server: ServerProcess, mode: 
     from hypothesis.errors import Unsatisfiable
     from schemathesis import GenerationMode
     from schemathesis.checks import not_a_server_error
-    from schemathesis.specs.openapi.checks import (content_type_conformance, negative_data_rejection,
-                                                    response_schema_conformance, status_code_conformance)
+    from schemathesis.specs.openapi.checks import (
+        content_type_conformance,
+        negative_data_rejection,
+        response_schema_conformance,
+        status_code_conformance,
+    )
 
     checks = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
     if mode == "negative":
@@ -361,7 +365,7 @@ def test_concurrent_requests_are_batched_by_sampling_args(sampler) -> None:
     calls = gs.calls[:-1]
     assert sum(n for n, _ in calls) == 10 and len(calls) <= 3  # one held batch + one per max_tokens group
     assert max(n for n, _ in calls) >= 4
-    for r, b in zip(rs, bodies):
+    for r, b in zip(rs, bodies, strict=False):
         assert r.json()["usage"]["completion_tokens"] <= b["max_tokens"]
 
 

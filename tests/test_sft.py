@@ -29,7 +29,7 @@ def test_prompt_tokens_get_no_loss(tok):
     n = len(prompt_ids)
     assert list(ex.input_ids[:n]) == prompt_ids
     assert set(ex.loss_mask[:n]) == {0}
-    learned = tok.decode([t for t, m in zip(ex.input_ids, ex.loss_mask) if m])
+    learned = tok.decode([t for t, m in zip(ex.input_ids, ex.loss_mask, strict=False) if m])
     assert learned.startswith("hi there") and "<|end|>" in learned
     assert "say hi" not in learned and "terse" not in learned
 
@@ -37,7 +37,7 @@ def test_prompt_tokens_get_no_loss(tok):
 def test_multi_turn_masks_only_assistant_turns(tok):
     conv = CONV + [{"role": "user", "content": "again"}, {"role": "assistant", "content": "bye"}]
     ex = tokenize_conversation(tok, conv, 512)
-    learned = tok.decode([t for t, m in zip(ex.input_ids, ex.loss_mask) if m])
+    learned = tok.decode([t for t, m in zip(ex.input_ids, ex.loss_mask, strict=False) if m])
     assert "hi there" in learned and "bye" in learned and "again" not in learned
 
 
@@ -73,8 +73,8 @@ def test_pad_batch_puts_loss_tokens_after_the_prompt_column(tok):
     b = pad_batch(exs, tok.pad_token_id)
     C = b.loss_mask.shape[1]
     for row, ex in enumerate(exs):
-        got = [int(t) for t, m in zip(b.input_ids[row, -C:], b.loss_mask[row]) if m]
-        want = [t for t, m in zip(ex.input_ids, ex.loss_mask) if m]
+        got = [int(t) for t, m in zip(b.input_ids[row, -C:], b.loss_mask[row], strict=False) if m]
+        want = [t for t, m in zip(ex.input_ids, ex.loss_mask, strict=False) if m]
         assert got == want
 
 
@@ -104,7 +104,7 @@ def test_sft_resume_equals_uninterrupted(tiny_model_dir, tmp_path):
     SFTTrainer(convs, tiny_model_dir, cfg(tmp_path / "b", 2)).train()
     b = SFTTrainer(convs, tiny_model_dir, cfg(tmp_path / "b", 4, resume=True))
     b.train()
-    for (n, p), (_, q) in zip(a.model.named_parameters(), b.model.named_parameters()):
+    for (n, p), (_, q) in zip(a.model.named_parameters(), b.model.named_parameters(), strict=False):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=n)
 
 

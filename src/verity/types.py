@@ -8,8 +8,9 @@ Every object here is a frozen dataclass: stages hand them on, never mutate them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping, Sequence, TypedDict, Union
+from typing import Any, Literal, TypedDict, Union
 
 
 class Message(TypedDict, total=False):
@@ -60,7 +61,7 @@ class SamplingArgs:
     extra: Mapping[str, Any] = field(default_factory=dict)
     """Backend-specific extras passed through to the endpoint (e.g. ``{"reasoning_effort": "low"}``)."""
 
-    def replace(self, **kw: Any) -> "SamplingArgs":
+    def replace(self, **kw: Any) -> SamplingArgs:
         from dataclasses import replace
 
         return replace(self, **kw)

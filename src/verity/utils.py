@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
@@ -72,10 +74,8 @@ def versions() -> dict[str, str]:
 
     out = {}
     for pkg in ("verity", "torch", "transformers", "peft", "datasets", "openai"):
-        try:
+        with contextlib.suppress(PackageNotFoundError):
             out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
     import platform
 
     out["python"] = platform.python_version()

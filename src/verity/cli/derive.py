@@ -34,7 +34,7 @@ def field_docs(cls: type) -> dict[str, str]:
         except (OSError, TypeError):
             continue
         body = tree.body[0].body  # type: ignore[attr-defined]
-        for a, b in zip(body, body[1:]):
+        for a, b in zip(body, body[1:], strict=False):
             if isinstance(a, ast.AnnAssign) and isinstance(a.target, ast.Name) and isinstance(b, ast.Expr) \
                     and isinstance(b.value, ast.Constant) and isinstance(b.value.value, str):
                 docs[a.target.id] = " ".join(b.value.value.split())

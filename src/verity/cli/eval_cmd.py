@@ -22,7 +22,8 @@ def register(sub: Any) -> None:
 
 
 def default_out_dir(kind: str, env: str, model: str) -> str:
-    slug = lambda s: re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(s).name if "/" in s and Path(s).exists() else s)[-40:]
+    def slug(s):
+        return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(s).name if "/" in s and Path(s).exists() else s)[-40:]
     return f"outputs/{kind}/{slug(env)}--{slug(model)}--{time.strftime('%Y%m%d-%H%M%S')}"
 
 

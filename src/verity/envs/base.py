@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import TYPE_CHECKING, Any, Coroutine, Mapping, Sequence, TypeVar
+from collections.abc import Coroutine, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from verity.envs.dataset import examples_from_dataset
 from verity.errors import ConfigError
@@ -102,7 +103,7 @@ class Environment:
         return self.rubric
 
     async def rollout(
-        self, sampler: "Sampler", jobs: Sequence[tuple[Example, int]], args: SamplingArgs
+        self, sampler: Sampler, jobs: Sequence[tuple[Example, int]], args: SamplingArgs
     ) -> list[Rollout]:
         """Generate and score one rollout per ``(example, rollout_idx)`` job."""
         raise NotImplementedError
@@ -121,7 +122,7 @@ class Environment:
         return _rollout(example, rollout_idx, completion, messages, s.scores, s.reward, s.errors)
 
     def evaluate(self, model: Any, num_examples: int = 5, rollouts_per_example: int = 3,
-                 sampling_args: Mapping[str, Any] | SamplingArgs | None = None, **kwargs: Any) -> "EvalResults":
+                 sampling_args: Mapping[str, Any] | SamplingArgs | None = None, **kwargs: Any) -> EvalResults:
         """Evaluate ``model`` here: a model path/hub id, a :class:`Sampler`, or an (async) OpenAI
         client with ``model_name=``. Works inside Jupyter. Extra kwargs go to :func:`verity.eval.evaluate`."""
         from verity.eval.evaluate import evaluate
@@ -147,11 +148,11 @@ class SingleTurnEnv(Environment):
     """One prompt, one model answer, scored by the rubric. All jobs go to the sampler in one batch."""
 
     async def rollout(
-        self, sampler: "Sampler", jobs: Sequence[tuple[Example, int]], args: SamplingArgs
+        self, sampler: Sampler, jobs: Sequence[tuple[Example, int]], args: SamplingArgs
     ) -> list[Rollout]:
         completions = await sampler.generate([list(ex.prompt) for ex, _ in jobs], args)
         scored = [
             self.score(ex, idx, c, ({"role": "assistant", "content": c.text},))
-            for (ex, idx), c in zip(jobs, completions)
+            for (ex, idx), c in zip(jobs, completions, strict=False)
         ]
         return list(await asyncio.gather(*scored))

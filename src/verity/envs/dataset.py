@@ -8,7 +8,8 @@ JSON string) and ``task`` (str). Problems are reported as one line naming column
 from __future__ import annotations
 
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from verity.errors import DatasetError
 from verity.types import Example, Message

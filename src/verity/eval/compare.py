@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from verity.cli.derive import flag
 from verity.errors import ConfigError
@@ -93,7 +94,7 @@ class Comparison:
             vals = [m["metrics"].get(name, {}).get("mean", float("nan")) for m in self.models]
             finite = [v for v in vals if not math.isnan(v)]
             top = max(finite) if finite else None
-            out[name] = [lab for lab, v in zip(self.labels, vals) if top is not None and _close(v, top)]
+            out[name] = [lab for lab, v in zip(self.labels, vals, strict=False) if top is not None and _close(v, top)]
         return out
 
     def to_json(self) -> dict[str, Any]:
@@ -147,7 +148,7 @@ def markdown_table(c: Comparison) -> str:
     rows = [head, sep]
     for name in c.metric_names:
         cells = []
-        for lab, m in zip(c.labels, c.models):
+        for lab, m in zip(c.labels, c.models, strict=False):
             v = m["metrics"].get(name)
             if v is None:
                 cells.append("–")
@@ -170,7 +171,7 @@ def comparison_markdown(c: Comparison) -> str:
              f"{s.get('num_examples')} examples × {s.get('rollouts_per_example')} rollouts, seed {s.get('seed')}, "
              f"same examples and seeds for every model. Best mean per row in bold.", "", markdown_table(c)]
     lines += ["| model | source | results |", "|---|---|---|"]
-    for lab, m in zip(c.labels, c.models):
+    for lab, m in zip(c.labels, c.models, strict=False):
         lines.append(f"| {_md_escape(lab)} | {m.get('base_url') or 'in-process'} | {m.get('results_dir')} |")
     return "\n".join(lines) + "\n"
 
@@ -185,7 +186,7 @@ def bar_chart(c: Comparison, path: str | Path) -> None:
     n_models, n_metrics = len(c.labels), len(c.metric_names)
     width = 0.8 / max(n_models, 1)
     fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * n_metrics * max(n_models, 2) * 0.6), 4.5))
-    for k, (lab, m) in enumerate(zip(c.labels, c.models)):
+    for k, (lab, m) in enumerate(zip(c.labels, c.models, strict=False)):
         means = [m["metrics"].get(n, {}).get("mean", float("nan")) for n in c.metric_names]
         stds = [m["metrics"].get(n, {}).get("std", 0.0) for n in c.metric_names]
         xs = [i + (k - (n_models - 1) / 2) * width for i in range(n_metrics)]

@@ -10,10 +10,12 @@ thread, so the event loop (the server, async environments) stays responsive.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import threading
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from verity.types import Completion, Messages, SamplingArgs
 
@@ -37,7 +39,7 @@ class HFSampler:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
 
     @classmethod
-    def from_pretrained(cls, name: str, batch_size: int = 64, dtype: str = "auto", device: str = "auto") -> "HFSampler":
+    def from_pretrained(cls, name: str, batch_size: int = 64, dtype: str = "auto", device: str = "auto") -> HFSampler:
         from verity.models.loading import load_model
 
         model, tok = load_model(name, dtype=dtype, device=device)
@@ -72,7 +74,7 @@ class HFSampler:
                 t0 = time.perf_counter()
                 done = self._decode(model, [prompt_ids[i] for i in idx], args, gen)
                 dt = time.perf_counter() - t0
-                for i, (ids, lps, finish) in zip(idx, done):
+                for i, (ids, lps, finish) in zip(idx, done, strict=False):
                     text = self.tokenizer.decode(ids, skip_special_tokens=True)
                     text, ids, lps, finish = _apply_stop(text, ids, lps, finish, args.stop, self.tokenizer)
                     out[i] = Completion(
@@ -103,7 +105,7 @@ class HFSampler:
                 p.requires_grad_(False)
                 p.data = p.data.to(self.autocast_dtype)
         with torch.no_grad():
-            for dst, src in zip(self._shadow.parameters(), params):
+            for dst, src in zip(self._shadow.parameters(), params, strict=False):
                 dst.copy_(src)
         return self._shadow
 
@@ -235,10 +237,8 @@ def _set_attn(model: Any, impl: str | None) -> None:
     elif not hasattr(base, "_verity_attn"):
         base._verity_attn = cfg._attn_implementation
     if cfg._attn_implementation != impl:
-        try:
+        with contextlib.suppress(AttributeError, ValueError):
             base.set_attn_implementation(impl)
-        except (AttributeError, ValueError):
-            pass
 
 
 def _decode_attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any,

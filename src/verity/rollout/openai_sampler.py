@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from verity.errors import EndpointError
 from verity.types import Completion, Messages, SamplingArgs

@@ -8,7 +8,8 @@ in-process model, ``verity serve``, vLLM or a hosted API.
 
 from __future__ import annotations
 
-from typing import Any, Protocol, Sequence, runtime_checkable
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
 
 from verity.types import Completion, Messages, SamplingArgs
 

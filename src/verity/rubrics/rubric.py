@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from verity.errors import ConfigError
 from verity.parsers.base import Parser
@@ -76,7 +77,7 @@ class Rubric:
         weights = list(weights) if weights is not None else [1.0] * len(funcs)
         if len(weights) != len(funcs):
             raise ConfigError(f"Rubric: {len(funcs)} functions but {len(weights)} weights")
-        for f, w in zip(funcs, weights):
+        for f, w in zip(funcs, weights, strict=False):
             self.add_reward_func(f, w)
 
     def add_reward_func(self, func: Callable[..., Any], weight: float = 1.0) -> None:
@@ -121,7 +122,7 @@ class Rubric:
         scores: dict[str, float] = {}
         errors: dict[str, str] = {}
         reward = 0.0
-        for name, w, res in zip(self.func_names, self.weights, results):
+        for name, w, res in zip(self.func_names, self.weights, results, strict=False):
             if isinstance(res, BaseException):
                 if self.on_error == "raise":
                     raise RewardFunctionError(f"reward function {name!r} failed: {res!r}") from res

@@ -14,7 +14,8 @@ import logging
 import secrets
 import time
 import uuid
-from typing import Any, AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -24,8 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from verity.serve import protocol as P
 from verity.serve.batcher import Batcher, QueueFull
-from verity.serve.render import (SSE_DONE, active_tools, encode_prompt, parse_tool_calls, render_chat, sse,
-                                 text_chunks)
+from verity.serve.render import SSE_DONE, active_tools, encode_prompt, parse_tool_calls, render_chat, sse, text_chunks
 from verity.types import Completion, SamplingArgs
 
 log = logging.getLogger(__name__)

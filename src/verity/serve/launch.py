@@ -12,7 +12,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -42,7 +43,7 @@ class ServerProcess:
     def base_url(self) -> str:
         return self.url + "/v1"
 
-    def start(self) -> "ServerProcess":
+    def start(self) -> ServerProcess:
         cmd = [sys.executable, "-m", "verity", "serve", self.model, "--host", "127.0.0.1", "--port", str(self.port),
                *self.args]
         self.proc = subprocess.Popen(cmd, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
@@ -82,7 +83,7 @@ class ServerProcess:
                 self.proc.kill()
                 self.proc.wait(timeout=5)
 
-    def __enter__(self) -> "ServerProcess":
+    def __enter__(self) -> ServerProcess:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:

@@ -7,7 +7,7 @@ Every error leaves the server as ``{"error": {"message", "type", "param", "code"
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
@@ -54,8 +54,8 @@ class _Response(BaseModel):
 class ErrorDetail(_Response):
     message: str
     type: str
-    param: Optional[str] = None
-    code: Optional[str] = None
+    param: str | None = None
+    code: str | None = None
 
 
 class ErrorResponse(_Response):
@@ -65,7 +65,7 @@ class ErrorResponse(_Response):
 # ---------------------------------------------------------------- requests
 class ContentPart(_Request):
     type: str
-    text: Optional[str] = None
+    text: str | None = None
 
 
 class FunctionCall(_Request):
@@ -81,17 +81,17 @@ class ToolCall(_Request):
 
 class ChatMessage(_Request):
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: Union[str, list[ContentPart], None] = None
-    name: Optional[str] = None
-    tool_calls: Optional[list[ToolCall]] = None
-    tool_call_id: Optional[str] = None
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
 
 
 class FunctionDef(_Request):
     name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
-    description: Optional[str] = None
-    parameters: Optional[dict[str, Any]] = None
-    strict: Optional[bool] = None
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
 
 
 class Tool(_Request):
@@ -114,26 +114,26 @@ class StreamOptions(_Request):
 
 class _Sampling(_Request):
     model: str
-    temperature: Optional[float] = Field(None, ge=0, le=2)
-    top_p: Optional[float] = Field(None, gt=0, le=1)
-    max_tokens: Optional[Int] = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    max_tokens: Int | None = Field(None, ge=1)
     n: Int = Field(1, ge=1, le=MAX_SEQUENCES)
-    stop: Union[str, list[str], None] = Field(None, max_length=4)
-    seed: Optional[Int] = None
+    stop: str | list[str] | None = Field(None, max_length=4)
+    seed: Int | None = None
     stream: bool = False
-    stream_options: Optional[StreamOptions] = None
-    user: Optional[str] = None
+    stream_options: StreamOptions | None = None
+    user: str | None = None
 
 
 class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: Optional[Int] = Field(None, ge=1)
-    tools: Optional[list[Tool]] = None
-    tool_choice: Union[Literal["none", "auto", "required"], NamedToolChoice, None] = None
+    max_completion_tokens: Int | None = Field(None, ge=1)
+    tools: list[Tool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
 
 
 class CompletionRequest(_Sampling):
-    prompt: Union[str, list[str], list[Int], list[list[Int]]]
+    prompt: str | list[str] | list[Int] | list[list[Int]]
 
 
 # ---------------------------------------------------------------- responses
@@ -156,15 +156,15 @@ class ResponseToolCall(_Response):
 
 class AssistantMessage(_Response):
     role: Literal["assistant"] = "assistant"
-    content: Optional[str] = None
-    tool_calls: Optional[list[ResponseToolCall]] = None
+    content: str | None = None
+    tool_calls: list[ResponseToolCall] | None = None
 
 
 class ChatChoice(_Response):
     index: int
     message: AssistantMessage
     finish_reason: Literal["stop", "length", "tool_calls"]
-    logprobs: Optional[dict[str, Any]] = None
+    logprobs: dict[str, Any] | None = None
 
 
 class ChatCompletion(_Response):
@@ -174,14 +174,14 @@ class ChatCompletion(_Response):
     model: str
     choices: list[ChatChoice]
     usage: Usage
-    system_fingerprint: Optional[str] = None
+    system_fingerprint: str | None = None
 
 
 class CompletionChoice(_Response):
     index: int
     text: str
     finish_reason: Literal["stop", "length"]
-    logprobs: Optional[dict[str, Any]] = None
+    logprobs: dict[str, Any] | None = None
 
 
 class TextCompletion(_Response):
@@ -198,7 +198,7 @@ class ModelCard(_Response):
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "verity"
-    max_model_len: Optional[int] = None
+    max_model_len: int | None = None
 
 
 class ModelList(_Response):

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from verity.serve.protocol import APIError, ChatCompletionRequest, ChatMessage
 

@@ -8,7 +8,7 @@ models with long system prompts is most of the compute of the head.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -30,7 +30,7 @@ def pack_rows(prefixes: Sequence[Sequence[int]], suffixes: Sequence[Sequence[int
     attn = torch.zeros((B, P + C), dtype=torch.long)
     loss_mask = torch.zeros((B, C), dtype=torch.float32)
     old_lp = torch.zeros((B, C), dtype=torch.float32)
-    for b, (pre, suf) in enumerate(zip(prefixes, suffixes)):
+    for b, (pre, suf) in enumerate(zip(prefixes, suffixes, strict=False)):
         p, c = len(pre), len(suf)
         input_ids[b, P - p:P] = torch.tensor(list(pre), dtype=torch.long)
         attn[b, P - p:P] = 1

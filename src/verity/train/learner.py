@@ -12,7 +12,8 @@ from __future__ import annotations
 import contextlib
 import math
 import warnings
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import torch
 
@@ -71,7 +72,7 @@ def shared_prefix_index(ids: torch.Tensor, attn: torch.Tensor, C: int,
     key = ids[:, :P] * 2 + attn[:, :P]  # pad columns count too: equal keys = equal prompts
     uniq, inverse = torch.unique(key, dim=0, return_inverse=True)
     U = uniq.shape[0]
-    if U * P + B * C > (1.0 - min_saving) * B * L:
+    if (1.0 - min_saving) * B * L < U * P + B * C:
         return None
     first = torch.full((U,), B, dtype=torch.long, device=ids.device)
     first.scatter_reduce_(0, inverse, torch.arange(B, device=ids.device), reduce="amin")
@@ -116,7 +117,7 @@ class LocalLearner:
                     logits = self._shared_prefix_logits(ids, attn, pos, C, *shared)
                 except (AttributeError, NotImplementedError, TypeError) as e:  # a cache type without row gather
                     self.share_prefixes = False
-                    warnings.warn(f"shared-prompt forward unavailable for this model ({e}); using per-row forward")
+                    warnings.warn(f"shared-prompt forward unavailable for this model ({e}); using per-row forward", stacklevel=2)
             if logits is None:
                 # logits for positions P-1 .. P+C-2 predict completion tokens 0 .. C-1
                 out = self.model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=False,

@@ -29,7 +29,7 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     is_rl = "reward/mean" in rows[0]
     keys = [k for k in rows[0] if k.startswith("reward/") and k not in ("reward/std", "reward/errors")] if is_rl else ["loss"]
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False)
-    for ax, k in zip(axes[0], keys):
+    for ax, k in zip(axes[0], keys, strict=False):
         pts = [(r["step"], r[k]) for r in rows if k in r]
         xs, ys = [p[0] for p in pts], [p[1] for p in pts]
         ax.plot(xs, ys, alpha=0.3, color="C0", label="train")

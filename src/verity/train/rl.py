@@ -145,7 +145,7 @@ class RLTrainer:
         total_tokens = max(batch.num_tokens, 1)
         sums: dict[str, float] = {}
         for _ in range(cfg.num_iterations):
-            for mb, ref in zip(micro, refs):
+            for mb, ref in zip(micro, refs, strict=False):
                 scale = mb.num_tokens / total_tokens if cfg.loss == "dapo" else mb.input_ids.shape[0] / len(rollouts)
                 m = self.learner.forward_backward(mb, self._loss_fn(ref), scale=scale)
                 for k, v in m.items():

@@ -9,9 +9,10 @@ end-of-turn token) and nothing of system/user/tool turns.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -113,9 +114,9 @@ def pad_batch(examples: Sequence[SFTExample], pad_id: int) -> Batch:
     from verity.train.batching import pack_rows
 
     splits = [ex.loss_mask.index(1) if 1 in ex.loss_mask else len(ex.input_ids) for ex in examples]
-    return pack_rows([ex.input_ids[:s] for ex, s in zip(examples, splits)],
-                     [ex.input_ids[s:] for ex, s in zip(examples, splits)],
-                     [[float(m) for m in ex.loss_mask[s:]] for ex, s in zip(examples, splits)],
+    return pack_rows([ex.input_ids[:s] for ex, s in zip(examples, splits, strict=False)],
+                     [ex.input_ids[s:] for ex, s in zip(examples, splits, strict=False)],
+                     [[float(m) for m in ex.loss_mask[s:]] for ex, s in zip(examples, splits, strict=False)],
                      [()] * len(examples), [0.0] * len(examples), pad_id)
 
 

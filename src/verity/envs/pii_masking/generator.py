@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Mapping
-from functools import lru_cache
+from functools import cache, lru_cache
 from itertools import accumulate
 
 from verity.envs.pii_masking import templates as T
@@ -56,7 +56,7 @@ class Pii(str):
 
     kind: str
 
-    def __new__(cls, value: str, kind: str = "") -> "Pii":
+    def __new__(cls, value: str, kind: str = "") -> Pii:
         obj = super().__new__(cls, value)
         obj.kind = kind
         return obj
@@ -388,7 +388,7 @@ def _parse_seq(s: str, i: int, closers: str) -> tuple[list, int]:
     return seq, i
 
 
-@lru_cache(maxsize=None)
+@cache
 def _parsed(template: str) -> list:
     seq, i = _parse_seq(template, 0, "")
     assert i == len(template), f"unbalanced template: {template!r}"
