@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   - install, then RL-train verity-tiny on pii-masking and compare base vs trained
 #   make test   - install, then run the test suite
+#   make lint   - install, then ruff and the type checker (pyright)
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -8,7 +9,7 @@ BIN := $(VENV)/bin
 # On a GPU machine set TORCH_SPEC=torch (or preinstall your CUDA torch) before `make`.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install demo test bench starter clean
+.PHONY: install demo test lint bench starter clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -24,6 +25,10 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -x -q
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/pyright --pythonpath $(BIN)/python
 
 bench: install
 	$(BIN)/pip install -q -e ".[bench]"

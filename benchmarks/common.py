@@ -11,8 +11,8 @@ Every tool in a comparison gets the *same* work, built here:
 **Fixed completion length.** The tokenizer's EOS is replaced by an extra special token
 ``<|never|>`` whose id (512) lies *outside* the model's 512-row output layer, and the model's
 ``generation_config.eos_token_id`` points to it as well (``config.eos_token_id`` stays None, which
-avoids transformers' out-of-vocabulary warning; both tools read the tokenizer and the generation config). No sampler can ever
-draw it, so verity's sampler and ``transformers.generate`` (TRL) both run exactly
+avoids transformers' out-of-vocabulary warning; both tools read the tokenizer and the generation
+config). No sampler can ever draw it, so verity's sampler and ``transformers.generate`` (TRL) both run exactly
 ``max_tokens`` decode steps for every completion: identical work, with no logits processor
 added to either side.
 
@@ -154,7 +154,8 @@ def machine_info() -> dict[str, Any]:
     info: dict[str, Any] = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
     try:
         text = Path("/proc/cpuinfo").read_text()
-        info["cpu"] = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")), "?")
+        names = (ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name"))
+        info["cpu"] = next(names, "?")
         info["avx512_bf16"] = "avx512_bf16" in text
         info["amx_bf16"] = "amx_bf16" in text
     except OSError:

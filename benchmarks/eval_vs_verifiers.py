@@ -77,7 +77,8 @@ def run_client(client: str, url: str, model: str, n: int, r: int, c: int, t: int
         cmd = client_cmd(client, url, model, n, r, c, t, env_args)
     except FileNotFoundError as e:
         return {"error": str(e)}
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+    pythonpath = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env = {**os.environ, "PYTHONPATH": pythonpath,
            "OPENAI_API_KEY": os.environ.get("OPENAI_API_KEY", "EMPTY")}
     t0 = time.perf_counter()
     try:

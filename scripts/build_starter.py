@@ -22,7 +22,7 @@ the build has two stages (``make starter`` runs both):
     python scripts/build_starter.py --steps 4500 --decay-steps 1200 --out S1 --run-dir R1   # stage 1:
         # 4.5 min on one H200 (0.06 s/step), ~3.6 h on 2 idle CPU cores (2.9 s/step)
     python scripts/build_starter.py --init S1 --weak-labels date,email,first,username,ip:0.8 \
-        --steps 200 --lr 5e-4 --decay-steps 100 --run-dir R2                              # stage 2: 11 min on 2 CPU cores
+        --steps 200 --lr 5e-4 --decay-steps 100 --run-dir R2   # stage 2: 11 min on 2 CPU cores
     python scripts/build_starter.py --data-cache convs.jsonl.gz --data-only  # write the data, e.g. for a GPU box
     python scripts/build_starter.py --steps 5 --rows 400 --out /tmp/vt   # a quick smoke build
 """
@@ -112,10 +112,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--save-every", type=int, default=1000)
     ap.add_argument("--run-dir", default="outputs/build-verity-tiny", help="SFT run directory (checkpoints, metrics)")
-    ap.add_argument("--data-cache", default=None, help="gzipped JSONL of the conversations: read if present (with the labels it was written with; "
+    ap.add_argument("--data-cache", default=None,
+                    help="gzipped JSONL of the conversations: read if present (with the labels it was written with; "
                     "--weak-labels does not change an existing cache), else written")
     ap.add_argument("--data-only", action="store_true", help="write --data-cache and stop")
-    ap.add_argument("--resume", action="store_true", help="continue the SFT run in --run-dir from its latest checkpoint")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue the SFT run in --run-dir from its latest checkpoint")
     ap.add_argument("--init", default=None, help="start from this model (and its tokenizer) instead of a random init")
     ap.add_argument("--weak-labels", default=None, metavar="KIND[,KIND...]:RATE",
                     help="PII answers leave these kinds unmasked with probability RATE (an incomplete labeller)")
@@ -144,8 +146,9 @@ def main() -> None:
     print(f"data: {len(convs)} conversations; {time.time() - t0:.0f}s", flush=True)
     cfg = SFTConfig(data=None, from_env="pii-masking", model=str(init_dir), lr=args.lr, batch_size=args.batch_size,
                     micro_batch_size=args.batch_size, max_length=768, warmup_steps=min(20, args.steps // 5 + 1),
-                    lr_schedule="wsd", decay_steps=args.decay_steps, max_steps=args.steps, epochs=100.0, save_every=args.save_every,
-                    keep_checkpoints=100, output_dir=args.run_dir, seed=args.seed, resume=args.resume)
+                    lr_schedule="wsd", decay_steps=args.decay_steps, max_steps=args.steps, epochs=100.0,
+                    save_every=args.save_every, keep_checkpoints=100, output_dir=args.run_dir, seed=args.seed,
+                    resume=args.resume)
     trainer = SFTTrainer(convs, str(init_dir), cfg)
     trainer.train()
     model = trainer.model.to(torch.bfloat16)

@@ -27,8 +27,9 @@ def test_build_starter_small(tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     # stage 2: continue from that model on weakly labelled PII answers (dates/emails left unmasked)
-    r = subprocess.run([sys.executable, str(SCRIPT), "--init", str(out), "--weak-labels", "date,email:0.8", "--steps", "2",
-                        "--decay-steps", "1", "--rows", "300", "--batch-size", "8", "--out", str(tmp_path / "weak"),
+    r = subprocess.run([sys.executable, str(SCRIPT), "--init", str(out), "--weak-labels", "date,email:0.8",
+                        "--steps", "2", "--decay-steps", "1", "--rows", "300", "--batch-size", "8",
+                        "--out", str(tmp_path / "weak"),
                         "--run-dir", str(tmp_path / "run2")], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     assert AutoModelForCausalLM.from_pretrained(tmp_path / "weak").config.hidden_size == model.config.hidden_size

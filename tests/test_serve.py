@@ -134,7 +134,8 @@ def test_tools_request_accepted(client: openai.OpenAI) -> None:
     assert r.choices[0].finish_reason in ("stop", "length", "tool_calls")
     history = [{"role": "user", "content": "weather?"},
                {"role": "assistant", "content": None, "tool_calls": [
-                   {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
+                   {"id": "call_1", "type": "function",
+                    "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
                {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}]
     r = client.chat.completions.create(model=NAME, messages=history, tools=[WEATHER], max_tokens=4)
     assert r.usage.prompt_tokens > 10
@@ -162,7 +163,8 @@ MALFORMED = [
     ("body-is-array", "POST", CHAT, [1, 2], 400, None, None),
     ("messages-not-list", "POST", CHAT, {**OK_CHAT, "messages": "hi"}, 400, None, "messages"),
     ("messages-empty", "POST", CHAT, {**OK_CHAT, "messages": []}, 400, None, "messages"),
-    ("bad-role", "POST", CHAT, {**OK_CHAT, "messages": [{"role": "wizard", "content": "x"}]}, 400, None, "messages.0.role"),
+    ("bad-role", "POST", CHAT, {**OK_CHAT, "messages": [{"role": "wizard", "content": "x"}]},
+     400, None, "messages.0.role"),
     ("temperature-string", "POST", CHAT, {**OK_CHAT, "temperature": "hot"}, 400, None, "temperature"),
     ("temperature-range", "POST", CHAT, {**OK_CHAT, "temperature": 3.5}, 400, None, "temperature"),
     ("top-p-zero", "POST", CHAT, {**OK_CHAT, "top_p": 0}, 400, None, "top_p"),
@@ -174,15 +176,18 @@ MALFORMED = [
     ("image-content", "POST", CHAT, {**OK_CHAT, "messages": [{"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}]}, 400, None, "messages"),
     ("unknown-model", "POST", CHAT, {**OK_CHAT, "model": "gpt-9"}, 404, "model_not_found", "model"),
-    ("max-tokens-too-many", "POST", CHAT, {**OK_CHAT, "max_tokens": 100_000}, 400, "context_length_exceeded", "messages"),
+    ("max-tokens-too-many", "POST", CHAT, {**OK_CHAT, "max_tokens": 100_000},
+     400, "context_length_exceeded", "messages"),
     ("prompt-too-long", "POST", CHAT, {**OK_CHAT, "messages": [{"role": "user", "content": "word " * 3000}]},
      400, "context_length_exceeded", "messages"),
-    ("too-many-sequences", "POST", COMP, {"model": NAME, "prompt": ["a"] * 20, "n": 10, "max_tokens": 2}, 400, None, "n"),
+    ("too-many-sequences", "POST", COMP, {"model": NAME, "prompt": ["a"] * 20, "n": 10, "max_tokens": 2},
+     400, None, "n"),
     ("tool-choice-unknown", "POST", CHAT, {**OK_CHAT, "tools": [WEATHER], "tool_choice": {
         "type": "function", "function": {"name": "nope"}}}, 400, None, "tool_choice"),
     ("completion-token-out-of-vocab", "POST", COMP, {"model": NAME, "prompt": [10**7]}, 400, None, "prompt"),
     ("completion-empty-prompt", "POST", COMP, {"model": NAME, "prompt": ""}, 400, None, "prompt"),
-    ("completion-too-long", "POST", COMP, {"model": NAME, "prompt": "x " * 3000}, 400, "context_length_exceeded", "prompt"),
+    ("completion-too-long", "POST", COMP, {"model": NAME, "prompt": "x " * 3000},
+     400, "context_length_exceeded", "prompt"),
     ("unknown-path", "POST", "/v1/nothing", OK_CHAT, 404, None, None),
     ("wrong-method", "GET", CHAT, None, 405, None, None),
     ("no-auth", "POST-NOAUTH", CHAT, OK_CHAT, 401, "invalid_api_key", None),
@@ -359,7 +364,8 @@ def test_concurrent_requests_are_batched_by_sampling_args(sampler) -> None:
 
     gs = GateSampler(sampler)
     app = create_app(gs, NAME, max_batch_size=16, max_queue=64)
-    bodies = [{**OK_CHAT, "max_tokens": 2 + i % 2, "messages": [{"role": "user", "content": f"m{i}"}]} for i in range(10)]
+    bodies = [{**OK_CHAT, "max_tokens": 2 + i % 2, "messages": [{"role": "user", "content": f"m{i}"}]}
+              for i in range(10)]
     rs = _fire(app, gs.gate, bodies)[:-1]
     assert all(r.status_code == 200 for r in rs)
     calls = gs.calls[:-1]

@@ -96,8 +96,9 @@ def test_sft_resume_equals_uninterrupted(tiny_model_dir, tmp_path):
     convs = [[{"role": "user", "content": f"repeat {i}"}, {"role": "assistant", "content": str(i)}] for i in range(16)]
 
     def cfg(out, steps, resume=False):
-        return SFTConfig(data="x", model=tiny_model_dir, lr=1e-2, batch_size=4, micro_batch_size=4, max_steps=steps, epochs=5,
-                         warmup_steps=1, output_dir=str(out), save_every=2, resume=resume, lr_schedule="constant")
+        return SFTConfig(data="x", model=tiny_model_dir, lr=1e-2, batch_size=4, micro_batch_size=4, max_steps=steps,
+                         epochs=5, warmup_steps=1, output_dir=str(out), save_every=2, resume=resume,
+                         lr_schedule="constant")
 
     a = SFTTrainer(convs, tiny_model_dir, cfg(tmp_path / "a", 4))
     a.train()

@@ -145,7 +145,8 @@ def test_cli_bad_input(tiny_model_dir, tmp_path, args, msg):
 def test_toml_config_with_flag_override(tiny_model_dir, tmp_path):
     cfg_file = tmp_path / "c.toml"
     cfg_file.write_text('group_size = 4\ngroups_per_batch = 2\nmax_tokens = 4\nsteps = 1\nlora_rank = 2\nlr = 0.5\n')
-    r = _cli("train", VOWEL_ENV, "-m", tiny_model_dir, "--config", str(cfg_file), "--lr", "1e-3", "-o", str(tmp_path / "r"))
+    r = _cli("train", VOWEL_ENV, "-m", tiny_model_dir, "--config", str(cfg_file), "--lr", "1e-3",
+             "-o", str(tmp_path / "r"))
     assert r.returncode == 0, r.stderr
     cfg = json.loads((tmp_path / "r" / "manifest.json").read_text())["config"]
     assert cfg["group_size"] == 4 and cfg["lr"] == 1e-3

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypedDict, Union
+from typing import Any, Literal, TypedDict
 
 
 class Message(TypedDict, total=False):
@@ -25,7 +25,7 @@ class Message(TypedDict, total=False):
 
 Messages = list[Message]
 #: A prompt or completion is either chat messages or plain text (completion-style models).
-ChatOrText = Union[Messages, str]
+ChatOrText = Messages | str
 
 
 @dataclass(frozen=True)

@@ -183,6 +183,7 @@ def _aggregate(
         return (per_token.sum(dim=-1) / keep.sum(dim=-1).clamp(min=1)).mean()
     if loss_type == "dapo":
         return per_token.sum() / keep.sum().clamp(min=1)
+    assert max_completion_length is not None  # _check_args requires it for dr_grpo
     return per_token.sum() / (per_token.shape[0] * max_completion_length)
 
 

@@ -13,7 +13,13 @@ from verity.envs.base import SingleTurnEnv
 from verity.parsers.xml import XMLParser
 from verity.rubrics.rubric import Rubric
 
-WORDS = ["apple", "river", "stone", "cloud", "green", "quick", "table", "light", "mouse", "paper", "orange", "silver", "window", "garden", "planet", "rocket", "little", "yellow", "bright", "forest", "music", "spring", "castle", "dragon", "pencil", "summer", "winter", "ocean", "purple", "circle", "button", "camera", "coffee", "doctor", "energy", "family", "friend", "golden", "honey", "island", "jungle", "kitten", "ladder", "magnet", "number", "pepper", "rabbit", "sugar", "tiger", "violin", "wonder", "zebra"]
+WORDS = [
+    "apple", "river", "stone", "cloud", "green", "quick", "table", "light", "mouse", "paper", "orange", "silver",
+    "window", "garden", "planet", "rocket", "little", "yellow", "bright", "forest", "music", "spring", "castle",
+    "dragon", "pencil", "summer", "winter", "ocean", "purple", "circle", "button", "camera", "coffee", "doctor",
+    "energy", "family", "friend", "golden", "honey", "island", "jungle", "kitten", "ladder", "magnet", "number",
+    "pepper", "rabbit", "sugar", "tiger", "violin", "wonder", "zebra",
+]
 
 SYSTEM_PROMPT = "Reverse the given text character by character. Answer inside <reversed>...</reversed>."
 

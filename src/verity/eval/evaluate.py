@@ -21,7 +21,9 @@ from verity.utils import append_jsonl, atomic_write_json, read_jsonl, rewrite_js
 SAMPLING_KEYS = ("max_tokens", "temperature", "top_p", "stop", "seed")
 
 
-def sampling_args_from(d: Mapping[str, Any] | SamplingArgs | None, base: Mapping[str, Any] | None = None) -> SamplingArgs:
+def sampling_args_from(
+    d: Mapping[str, Any] | SamplingArgs | None, base: Mapping[str, Any] | None = None
+) -> SamplingArgs:
     """Merge env defaults (``base``) with user args into a :class:`SamplingArgs`."""
     if isinstance(d, SamplingArgs):
         return d
@@ -69,7 +71,7 @@ def summarize(records: list[dict[str, Any]], func_names: list[str]) -> dict[str,
         "generation_errors": gen_errors,
         "errors": gen_errors + sum(reward_errors.values()),
         "truncated": sum(1 for r in records if r.get("finish_reason") == "length"),
-        "completion_tokens_mean": (sum(r.get("completion_tokens", 0) for r in records) / len(records)) if records else 0,
+        "completion_tokens_mean": sum(r.get("completion_tokens", 0) for r in records) / len(records) if records else 0,
     }
 
 

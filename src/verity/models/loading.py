@@ -79,7 +79,8 @@ def pick_dtype(dtype: str, device: str) -> Any:
 def _hub_error(name: str, e: Exception) -> VerityError:
     offline = os.environ.get("HF_HUB_OFFLINE") == "1"
     hint = " (HF_HUB_OFFLINE=1 is set)" if offline else " (is the network reachable?)"
-    return VerityError(f"cannot load model {name!r}: not a local directory and not loadable from the Hub{hint}: {type(e).__name__}")
+    return VerityError(
+        f"cannot load model {name!r}: not a local directory and not loadable from the Hub{hint}: {type(e).__name__}")
 
 
 def quiet_transformers() -> None:

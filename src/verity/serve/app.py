@@ -15,7 +15,7 @@ import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -29,6 +29,10 @@ from verity.serve.render import SSE_DONE, active_tools, encode_prompt, parse_too
 from verity.types import Completion, SamplingArgs
 
 log = logging.getLogger(__name__)
+#: The optional ``Authorization: Bearer`` credentials, as a FastAPI dependency.
+_BearerCreds = Annotated[
+    HTTPAuthorizationCredentials | None, Depends(HTTPBearer(auto_error=False, description="the key from --api-key-env"))
+]
 #: Temperatures below this are treated as 0 (greedy).
 MIN_TEMPERATURE = 1e-4
 
@@ -130,9 +134,7 @@ def _strip_422(app: FastAPI) -> None:
 
 # ---------------------------------------------------------------- helpers
 def _auth_dependency(st: _State) -> Any:
-    bearer = HTTPBearer(auto_error=False, description="the key from --api-key-env")
-
-    async def check(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+    async def check(creds: _BearerCreds) -> None:
         if st.api_key is None:
             return
         if creds is None or not secrets.compare_digest(creds.credentials.encode(), st.api_key.encode()):

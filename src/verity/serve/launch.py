@@ -33,7 +33,8 @@ class ServerProcess:
         self.port = port or free_port()
         self.startup_timeout = startup_timeout
         self.proc: subprocess.Popen | None = None
-        self._log = tempfile.TemporaryFile(mode="w+b")
+        # lives as long as this object: log() reads it after the server has stopped
+        self._log = tempfile.TemporaryFile(mode="w+b")  # noqa: SIM115
 
     @property
     def url(self) -> str:

@@ -103,7 +103,8 @@ def render_chat(tokenizer: Any, messages: Sequence[ChatMessage], tools: list[dic
     try:
         ids = tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True, **kw)
     except Exception as e:  # template errors (roles out of order, ...), undecodable text
-        raise APIError(400, f"cannot render the messages with the model's chat template: {e}", param="messages")
+        msg = f"cannot render the messages with the model's chat template: {e}"
+        raise APIError(400, msg, param="messages") from None
     if isinstance(ids, dict) or hasattr(ids, "keys"):
         ids = ids["input_ids"]
     return [int(i) for i in ids]
@@ -115,7 +116,7 @@ def encode_prompt(tokenizer: Any, prompt: str | list[int], vocab_size: int) -> l
         try:
             ids = list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
         except Exception as e:
-            raise APIError(400, f"cannot tokenize the prompt: {e}", param="prompt")
+            raise APIError(400, f"cannot tokenize the prompt: {e}", param="prompt") from None
     else:
         bad = [i for i in prompt if not 0 <= i < vocab_size]
         if bad:

@@ -77,7 +77,8 @@ def load_weights(model: Any, ckpt: Path) -> None:
         missing, unexpected = model.load_state_dict(state, strict=False)
         missing = [m for m in missing if "lm_head" not in m]  # tied embeddings are not stored twice
         if missing or unexpected:
-            raise RuntimeError(f"checkpoint {ckpt} does not match the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+            raise RuntimeError(
+                f"checkpoint {ckpt} does not match the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
 
 
 def load_checkpoint(ckpt: Path, model: Any, learner: Any) -> dict[str, Any]:

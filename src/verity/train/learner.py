@@ -36,8 +36,9 @@ def add_lora(model: Any, rank: int, alpha: float | None = None) -> Any:
         return model
     from peft import LoraConfig, get_peft_model
 
-    cfg = LoraConfig(r=rank, lora_alpha=alpha or 2 * rank, lora_dropout=0.0, target_modules="all-linear",
-                     task_type="CAUSAL_LM")
+    # peft annotates lora_alpha as int but only divides by it (scaling = alpha / r): a float alpha is fine
+    cfg = LoraConfig(r=rank, lora_alpha=alpha or 2 * rank,  # pyright: ignore[reportArgumentType]
+                     lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
     return get_peft_model(model, cfg)
 
 
@@ -117,7 +118,8 @@ class LocalLearner:
                     logits = self._shared_prefix_logits(ids, attn, pos, C, *shared)
                 except (AttributeError, NotImplementedError, TypeError) as e:  # a cache type without row gather
                     self.share_prefixes = False
-                    warnings.warn(f"shared-prompt forward unavailable for this model ({e}); using per-row forward", stacklevel=2)
+                    warnings.warn(f"shared-prompt forward unavailable for this model ({e}); using per-row forward",
+                                  stacklevel=2)
             if logits is None:
                 # logits for positions P-1 .. P+C-2 predict completion tokens 0 .. C-1
                 out = self.model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=False,

@@ -27,7 +27,8 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     if not rows:
         raise FileNotFoundError(f"{run_dir}/metrics.jsonl has no rows")
     is_rl = "reward/mean" in rows[0]
-    keys = [k for k in rows[0] if k.startswith("reward/") and k not in ("reward/std", "reward/errors")] if is_rl else ["loss"]
+    skip = ("reward/std", "reward/errors")
+    keys = [k for k in rows[0] if k.startswith("reward/") and k not in skip] if is_rl else ["loss"]
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False)
     for ax, k in zip(axes[0], keys, strict=False):
         pts = [(r["step"], r[k]) for r in rows if k in r]

@@ -180,7 +180,7 @@ class RLTrainer:
         rewards = torch.tensor([r.reward for r in rollouts])
         lengths = [r.num_completion_tokens for r in rollouts]
         m: dict[str, Any] = {"step": step + 1, "reward/mean": float(rewards.mean()), "reward/std": float(rewards.std())}
-        for name in self.env.rubric.func_names:
+        for name in self.env.require_rubric().func_names:
             m[f"reward/{name}"] = sum(r.scores.get(name, 0.0) for r in rollouts) / len(rollouts)
         m["reward/errors"] = sum(len(r.reward_errors) for r in rollouts)
         for k in ("loss", "kl", "clip_frac", "entropy", "grad_norm", "lr"):

@@ -35,11 +35,11 @@ def _messages_of(row: dict[str, Any], where: str) -> list[Message]:
             raise DatasetError(f"{where}, column 'messages': expected a list of {{'role', 'content'}} dicts")
         if not any(m["role"] == "assistant" for m in msgs):
             raise DatasetError(f"{where}, column 'messages': no assistant message to learn from")
-        return [{"role": m["role"], "content": m["content"]} for m in msgs]
+        return [Message(role=m["role"], content=m["content"]) for m in msgs]
     if "prompt" in row and "completion" in row:
         p, c = row["prompt"], row["completion"]
-        prompt = [{"role": "user", "content": p}] if isinstance(p, str) else p
-        comp = [{"role": "assistant", "content": c}] if isinstance(c, str) else c
+        prompt: list[Message] = [Message(role="user", content=p)] if isinstance(p, str) else p
+        comp: list[Message] = [Message(role="assistant", content=c)] if isinstance(c, str) else c
         if not isinstance(prompt, list) or not isinstance(comp, list):
             raise DatasetError(f"{where}: 'prompt'/'completion' must be strings or message lists")
         return [*prompt, *comp]
@@ -96,12 +96,12 @@ def tokenize_conversation(tok: Any, msgs: Sequence[Message], max_length: int) ->
     mask: list[int] = []
     for i, m in enumerate(msgs):
         upto = _render(tok, msgs[: i + 1], gen=False)
-        if m["role"] == "assistant":
+        if m.get("role") == "assistant":
             head = _render(tok, msgs[:i], gen=True) if i else []
             if upto[: len(head)] != head:
                 raise DatasetError("chat template renders an assistant turn inconsistently; cannot mask prompts")
             ids, mask = ids + head[len(ids):], mask + [0] * (len(head) - len(ids))
-        mask += [1 if m["role"] == "assistant" else 0] * (len(upto) - len(ids))
+        mask += [1 if m.get("role") == "assistant" else 0] * (len(upto) - len(ids))
         ids = upto
     return SFTExample(tuple(ids[:max_length]), tuple(mask[:max_length]))
 

@@ -74,12 +74,14 @@ def _load_rows(data_source: str | None, num_rows: int, seed: int) -> list[dict[s
         try:
             ds = load_dataset(data_source, split="train")
         except Exception as e:
-            raise DatasetError(f"data_source {data_source!r}: cannot load hub dataset (offline?): {type(e).__name__}") from None
+            raise DatasetError(
+                f"data_source {data_source!r}: cannot load hub dataset (offline?): {type(e).__name__}") from None
     rows = ds.to_list()
     for i, r in enumerate(rows):
         for col in ("question", "answer"):
             if not isinstance(r.get(col), str):
-                raise DatasetError(f"{data_source}, row {i}, column '{col}': expected str, got {type(r.get(col)).__name__}")
+                got = type(r.get(col)).__name__
+                raise DatasetError(f"{data_source}, row {i}, column '{col}': expected str, got {got}")
         info = r.get("info")
         if isinstance(info, str):
             import json

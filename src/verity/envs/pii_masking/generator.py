@@ -173,9 +173,9 @@ def _full_name(c: _Ctx, idx: str) -> str:
 
 def _email(c: _Ctx, idx: str) -> str:
     p, rng = c.person(idx), c.rng
-    f, l = p["first"].lower(), p["last"].lower().replace("'", "").replace(" ", "")
-    local = rng.choice([f"{f}.{l}", f"{f[0]}{l}", f"{f}{l[0]}{rng.randint(1, 99)}", f"{f}_{l}",
-                        f"{l}.{f[0]}", f"{f}{rng.randint(60, 99)}"])
+    f, last = p["first"].lower(), p["last"].lower().replace("'", "").replace(" ", "")
+    local = rng.choice([f"{f}.{last}", f"{f[0]}{last}", f"{f}{last[0]}{rng.randint(1, 99)}", f"{f}_{last}",
+                        f"{last}.{f[0]}", f"{f}{rng.randint(60, 99)}"])
     domain = rng.choice(["gmail.com", "yahoo.com", "hotmail.com", "outlook.com", "icloud.com",
                          "proton.me", "aol.com", "mail.com"])
     return f"{local}@{domain}"
@@ -183,9 +183,9 @@ def _email(c: _Ctx, idx: str) -> str:
 
 def _username(c: _Ctx, idx: str) -> str:
     p, rng = c.person(idx), c.rng
-    f, l = p["first"].lower(), p["last"].lower().replace("'", "")
-    return rng.choice([f"{f}{l[0]}{rng.randint(1, 999)}", f"{f[0]}{l}", f"{f}_{l}", f"{l}{f[0]}{rng.randint(1, 99)}",
-                       f"{f}.{l[:3]}", f"the_{f}{rng.randint(1, 99)}"])
+    f, last = p["first"].lower(), p["last"].lower().replace("'", "")
+    return rng.choice([f"{f}{last[0]}{rng.randint(1, 999)}", f"{f[0]}{last}", f"{f}_{last}",
+                       f"{last}{f[0]}{rng.randint(1, 99)}", f"{f}.{last[:3]}", f"the_{f}{rng.randint(1, 99)}"])
 
 
 def _phone(c: _Ctx, idx: str) -> str:
@@ -255,7 +255,8 @@ def _ip(c: _Ctx, idx: str) -> str:
         return f"192.168.{rng.randint(0, 255)}.{rng.randint(1, 254)}"
     if r < 0.3:
         return f"10.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}"
-    return ".".join(str(x) for x in (rng.randint(11, 223), rng.randint(0, 255), rng.randint(0, 255), rng.randint(1, 254)))
+    octets = (rng.randint(11, 223), rng.randint(0, 255), rng.randint(0, 255), rng.randint(1, 254))
+    return ".".join(str(x) for x in octets)
 
 
 def _time(c: _Ctx, idx: str) -> str:
@@ -314,8 +315,9 @@ _FIELDS = {
     "acct": lambda c, i: _digits(c.rng, c.rng.randint(8, 12)) if c.rng.random() < 0.7
     else f"{_digits(c.rng, 4)}-{_digits(c.rng, 4)}-{_digits(c.rng, 2)}",
     "passport": lambda c, i: _digits(c.rng, 9) if c.rng.random() < 0.5 else _letters(c.rng, 1) + _digits(c.rng, 8),
-    "dl": lambda c, i: c.rng.choice([_letters(c.rng, 1) + _digits(c.rng, 7), _digits(c.rng, 9),
-                                    f"{_letters(c.rng, 1)}{_digits(c.rng, 3)}-{_digits(c.rng, 4)}-{_digits(c.rng, 4)}"]),
+    "dl": lambda c, i: c.rng.choice([
+        _letters(c.rng, 1) + _digits(c.rng, 7), _digits(c.rng, 9),
+        f"{_letters(c.rng, 1)}{_digits(c.rng, 3)}-{_digits(c.rng, 4)}-{_digits(c.rng, 4)}"]),
     "empid": _ref(["EMP-", "E", "", "EMP"], 5, 6),
     "patid": _ref(["MRN-", "P", "", "PT-"], 7, 8),
     "studid": _ref(["S", "STU-", ""], 7, 9),
@@ -341,7 +343,8 @@ _FIELDS = {
     "flight": lambda c, i: f"{c.rng.choice(T.AIRLINES)} {c.rng.randint(10, 2999)}",
     "seat": lambda c, i: f"{c.rng.randint(1, 40)}{c.rng.choice('ABCDEF')}",
     "gate": lambda c, i: f"{c.rng.choice('ABCDE')}{c.rng.randint(1, 40)}",
-    "room": lambda c, i: str(c.rng.randint(101, 950)) if c.rng.random() < 0.7 else f"{c.rng.choice('ABC')}{c.rng.randint(1, 30)}",
+    "room": lambda c, i: str(c.rng.randint(101, 950)) if c.rng.random() < 0.7
+    else f"{c.rng.choice('ABC')}{c.rng.randint(1, 30)}",
     "lot": lambda c, i: c.rng.choice("ABCDEFGH") + ("" if c.rng.random() < 0.5 else str(c.rng.randint(1, 9))),
     "weight": lambda c, i: f"{c.rng.randint(0, 60)}.{c.rng.randint(0, 9)}",
     "qty": _int(1, 12), "count": _int(2, 30), "days": _int(2, 30), "weeks": _int(2, 12), "mins": _int(5, 30),
