@@ -195,3 +195,31 @@ def last_assistant_text(msgs: Sequence[Message] | str) -> str:
         if m.get("role") == "assistant":
             return m.get("content") or ""
     return ""
+
+
+SandboxStatus = Literal["ok", "error", "timeout", "cpu_limit", "memory_limit", "output_limit", "sandbox_error"]
+
+
+@dataclass(frozen=True)
+class SandboxResult:
+    """What one sandboxed run of untrusted code did (see :mod:`verity.sandbox`)."""
+
+    status: SandboxStatus
+    """'ok' (exit 0), 'error' (non-zero exit), or the limit that stopped it; 'sandbox_error' when
+    the sandbox itself could not apply its restrictions (the program did not run)."""
+    exit_code: int
+    """Exit status as seen by the runner (negative: killed by that signal)."""
+    signal: int | None
+    """The signal that ended the program, if one did."""
+    stdout: str
+    """Standard output, cut at the output limit."""
+    stderr: str
+    """Standard error, cut at the output limit."""
+    wall_s: float
+    """Wall-clock seconds from start to the last process gone."""
+    layer: str
+    """The isolation layer used (bwrap, unshare or seccomp)."""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
