@@ -115,8 +115,8 @@ def child_plain(a: argparse.Namespace) -> None:
     t_import = time.perf_counter()
     import openai
 
+    from verity.config import parse_env_args
     from verity.envs.pii_masking import load_environment
-    from verity.eval.config import parse_env_args
 
     env = load_environment(**parse_env_args(a.env_args))
     prompts = [list(ex.prompt) for ex in env.get_examples("eval", a.num_examples)] * a.rollouts_per_example

@@ -115,9 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="verity-load-") as tmp:
         model = a.model
         if model is None:
+            from verity.envs.pii_masking import tokenizer_corpus
             from verity.models.tokenizer import make_tiny_model
 
-            model = make_tiny_model(f"{tmp}/tiny", hidden_size=a.hidden, max_position_embeddings=1024)
+            model = make_tiny_model(f"{tmp}/tiny", tokenizer_corpus(), hidden_size=a.hidden,
+                                    max_position_embeddings=1024)
         results = []
         for b in sizes:
             print(f"--max-batch-size {b}: {a.clients} clients × {a.requests} requests × {a.max_tokens} tokens ...",

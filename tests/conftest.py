@@ -24,8 +24,9 @@ def tiny_model_dir(tmp_path_factory) -> str:
     """A random-init Qwen2 model (hidden 64, 2 layers, vocab 512) + BPE tokenizer, built once per session."""
     import torch
 
+    from verity.envs.pii_masking import tokenizer_corpus
     from verity.models.tokenizer import make_tiny_model
 
     torch.set_num_threads(int(os.environ.get("VERITY_TEST_THREADS", "2")))
     out = tmp_path_factory.mktemp("tiny_model")
-    return make_tiny_model(str(out), vocab_size=512, hidden_size=64, num_layers=2)
+    return make_tiny_model(str(out), tokenizer_corpus(), vocab_size=512, hidden_size=64, num_layers=2)

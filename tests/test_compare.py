@@ -101,9 +101,11 @@ def test_writers(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    from verity.envs.pii_masking import tokenizer_corpus
     from verity.models.tokenizer import make_tiny_model
 
-    return make_tiny_model(str(tmp_path_factory.mktemp("tiny")), hidden_size=64, max_position_embeddings=512)
+    return make_tiny_model(str(tmp_path_factory.mktemp("tiny")), tokenizer_corpus(), hidden_size=64,
+                           max_position_embeddings=512)
 
 
 def test_compare_local_and_served_model(tiny_dir: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

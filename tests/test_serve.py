@@ -32,9 +32,11 @@ WEATHER = {"type": "function", "function": {
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    from verity.envs.pii_masking import tokenizer_corpus
     from verity.models.tokenizer import make_tiny_model
 
-    return make_tiny_model(str(tmp_path_factory.mktemp("tiny")), hidden_size=64, max_position_embeddings=1024)
+    return make_tiny_model(str(tmp_path_factory.mktemp("tiny")), tokenizer_corpus(), hidden_size=64,
+                           max_position_embeddings=1024)
 
 
 @pytest.fixture(scope="module")

@@ -68,7 +68,7 @@ def test_resume_equals_uninterrupted(tiny_model_dir, tmp_path, lora_rank):
 def test_merge_matches_adapter_logits(tiny_model_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from verity.cli.merge_cmd import merge_run
+    from verity.train.checkpoint import merge_run
 
     env = load_environment(VOWEL_ENV)
     tr = RLTrainer(env, tiny_model_dir, _cfg(tmp_path / "run", lora_rank=4, steps=2, lr=5e-2))

@@ -1,15 +1,22 @@
-"""Small shared helpers: atomic file writes, JSON lines, versions, git commit."""
+"""Small shared helpers: atomic file writes, JSON lines, output directories, running a coroutine,
+versions, git commit."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
+import re
 import subprocess
 import tempfile
-from collections.abc import Iterable
+import threading
+import time
+from collections.abc import Coroutine, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
@@ -67,6 +74,36 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
                 break
             raise
     return out
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to completion, also when an event loop is already running (Jupyter)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["v"] = asyncio.run(coro)
+        except BaseException as e:  # re-raised in the caller's thread
+            box["e"] = e
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    t.join()
+    if "e" in box:
+        raise box["e"]
+    return box["v"]
+
+
+def default_out_dir(kind: str, *names: str) -> str:
+    """``outputs/KIND/NAME--NAME--TIME``; each name shortened to its last 40 safe characters
+    (an existing path with a ``/`` contributes its last component)."""
+    def slug(s: str) -> str:
+        return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(s).name if "/" in s and Path(s).exists() else s)[-40:]
+    return f"outputs/{kind}/{'--'.join(slug(n) for n in names)}--{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def versions() -> dict[str, str]:

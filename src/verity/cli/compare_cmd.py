@@ -11,11 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from typing import Any
 
 from verity.cli.derive import add_dataclass_args, build_config
 from verity.eval.compare import CompareConfig, compare, markdown_table
+from verity.utils import default_out_dir
 
 
 def register(sub: Any) -> None:
@@ -25,16 +25,10 @@ def register(sub: Any) -> None:
     add_dataclass_args(p, CompareConfig)
 
 
-def default_out_dir(env: str) -> str:
-    import re
-
-    return f"outputs/compare/{re.sub(r'[^A-Za-z0-9_.-]+', '_', env)[-40:]}--{time.strftime('%Y%m%d-%H%M%S')}"
-
-
 def run(args: argparse.Namespace, argv: list[str]) -> int:
     cfg = build_config(CompareConfig, args, argv)
     cfg.validate()
-    out = cfg.output_dir or default_out_dir(cfg.env)
+    out = cfg.output_dir or default_out_dir("compare", cfg.env)
     log = (lambda s: print(s, file=sys.stderr, flush=True)) if not cfg.json else None
     c = compare(cfg, out, show_progress=not cfg.json, log=log)
     if cfg.json:

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from verity.cli.derive import add_dataclass_args, build_config, flag
+from verity.cli.derive import add_dataclass_args, build_config
+from verity.config import flag
 
 
 @dataclass
@@ -55,10 +56,10 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace, argv: list[str]) -> int:
     cfg = build_config(DemoConfig, args, argv)
-    from verity.cli.merge_cmd import merge_run
     from verity.envs.registry import load_environment
     from verity.eval.compare import CompareConfig, compare, markdown_table
     from verity.models.loading import resolve_model
+    from verity.train.checkpoint import merge_run
     from verity.train.config import RLConfig
     from verity.train.rl import RLTrainer
 

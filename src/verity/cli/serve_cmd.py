@@ -8,7 +8,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from verity.cli.derive import add_dataclass_args, build_config, flag
+from verity.cli.derive import add_dataclass_args, build_config
+from verity.config import flag
 from verity.errors import ConfigError
 
 

@@ -18,8 +18,9 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace, argv: list[str]) -> int:
     cfg = build_config(SFTConfig, args, argv)
     cfg.validate()
-    from verity.cli.eval_cmd import default_out_dir, load_env_for
+    from verity.envs.registry import load_env_for
     from verity.train.sft_data import load_sft_rows, rows_from_env
+    from verity.utils import default_out_dir
 
     convs = rows_from_env(load_env_for(cfg.from_env, cfg.env_args)) if cfg.from_env else load_sft_rows(cfg.data)
     if cfg.output_dir is None:

@@ -19,7 +19,8 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace, argv: list[str]) -> int:
     cfg = build_config(RLConfig, args, argv)
     cfg.validate()
-    from verity.cli.eval_cmd import default_out_dir, load_env_for
+    from verity.envs.registry import load_env_for
+    from verity.utils import default_out_dir
 
     env = load_env_for(cfg.env, cfg.env_args)
     env.require_rubric()

@@ -8,43 +8,19 @@ all call it. Multi-turn environments override :meth:`Environment.rollout` and ke
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import Coroutine, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from verity.envs.dataset import examples_from_dataset
 from verity.errors import ConfigError
 from verity.parsers.base import Parser
 from verity.rubrics.rubric import Rubric
 from verity.types import Completion, Example, Message, Rollout, SamplingArgs
+from verity.utils import run_sync
 
 if TYPE_CHECKING:
     from verity.eval.evaluate import EvalResults
     from verity.rollout.sampler import Sampler
-
-T = TypeVar("T")
-
-
-def run_sync(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine to completion, also when an event loop is already running (Jupyter)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["v"] = asyncio.run(coro)
-        except BaseException as e:  # re-raised in the caller's thread
-            box["e"] = e
-
-    t = threading.Thread(target=target, daemon=True)
-    t.start()
-    t.join()
-    if "e" in box:
-        raise box["e"]
-    return box["v"]
 
 
 class Environment:

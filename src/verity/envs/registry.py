@@ -19,6 +19,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
+from verity.config import parse_env_args
 from verity.errors import ConfigError, EnvironmentNotFound
 
 ENTRY_POINT_GROUP = "verity.environments"
@@ -107,4 +108,14 @@ def load_environment(env_id: str, **env_args: Any) -> Any:
         raise ConfigError(f"load_environment of {env_id!r} returned {type(env).__name__}, not an Environment")
     env.env_id = env_id
     env.env_args = dict(env_args)
+    return env
+
+
+def load_env_for(env_id: str, env_args: str | dict | None, on_reward_error: str = "zero") -> Any:
+    """:func:`load_environment` with ``env_args`` as given on the command line (a JSON object or a dict)
+    and the reward-error policy of its rubric: ``"zero"`` scores a raising reward function 0 and counts
+    it, ``"raise"`` aborts."""
+    env = load_environment(env_id, **parse_env_args(env_args))
+    if env.rubric is not None:
+        env.rubric.on_error = on_reward_error
     return env

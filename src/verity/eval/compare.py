@@ -1,6 +1,6 @@
 """``verity compare``: several models on the same examples and seeds, side by side.
 
-Each model is evaluated exactly as ``verity eval`` does it (:func:`verity.cli.eval_cmd.run_eval`,
+Each model is evaluated exactly as ``verity eval`` does it (:func:`verity.eval.run.run_eval`,
 results in ``OUT/<model>/results.jsonl`` + ``metadata.json``). The comparison is a table with
 one row per metric (total reward, then each reward function) and one column per model, the best
 mean of each row in bold, written as ``comparison.md``, ``comparison.json`` and a grouped bar
@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from verity.cli.derive import flag
+from verity.config import flag, parse_env_args
 from verity.errors import ConfigError
-from verity.eval.config import EvalConfig, EvalFlags, parse_env_args
+from verity.eval.config import EvalConfig, EvalFlags
 
 LOCAL = ("", "-")
 
@@ -218,7 +218,8 @@ def write_outputs(c: Comparison, out_dir: str | Path) -> dict[str, str]:
 
 def compare(cfg: CompareConfig, out_dir: str | Path, show_progress: bool = True, log: Any = None) -> Comparison:
     """Evaluate every model of ``cfg`` on the same examples and seeds; write the comparison files."""
-    from verity.cli.eval_cmd import load_env_for, run_eval
+    from verity.envs.registry import load_env_for
+    from verity.eval.run import run_eval
     from verity.rollout.sampler import make_sampler
 
     env = load_env_for(cfg.env, cfg.env_args, cfg.on_reward_error)

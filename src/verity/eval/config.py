@@ -2,25 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from typing import Any
 
-from verity.cli.derive import flag
+from verity.config import flag, parse_env_args
 from verity.errors import ConfigError
-
-
-def parse_env_args(text: str | dict | None, flag_name: str = "-a") -> dict[str, Any]:
-    """``-a '{"num_eval_examples": 50}'`` -> dict, with a one-line error for bad JSON."""
-    if text is None or isinstance(text, dict):
-        return dict(text or {})
-    try:
-        v = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{flag_name} {text!r}: invalid JSON ({e.msg} at char {e.pos})") from None
-    if not isinstance(v, dict):
-        raise ConfigError(f"{flag_name} {text!r}: expected a JSON object like '{{\"key\": 1}}'")
-    return v
 
 
 @dataclass

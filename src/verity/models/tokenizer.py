@@ -42,17 +42,17 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 2048, min_freque
 def make_tiny_model(out_dir: str, texts: Iterable[str] | None = None, vocab_size: int = 512,
                     hidden_size: int = 64, num_layers: int = 2, num_heads: int = 4, seed: int = 0,
                     tokenizer: Any = None, max_position_embeddings: int = 2048) -> str:
-    """Save a random-init Qwen2-architecture model + tokenizer to ``out_dir`` (for tests and benchmarks)."""
+    """Save a random-init Qwen2-architecture model + tokenizer to ``out_dir`` (for tests and benchmarks).
+
+    The tokenizer is ``tokenizer`` or, else, a BPE tokenizer trained on ``texts`` (for example
+    :func:`verity.envs.pii_masking.tokenizer_corpus`).
+    """
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     if tokenizer is None:
         if texts is None:
-            from verity.envs.pii_masking import SYSTEM_PROMPT
-            from verity.envs.pii_masking.generator import generate_rows
-
-            rows = generate_rows(300, seed=seed)
-            texts = [SYSTEM_PROMPT] + [r["question"] + "\n" + r["answer"] for r in rows]
+            raise ValueError("make_tiny_model needs texts to train a tokenizer on, or a tokenizer")
         tokenizer = train_bpe_tokenizer(texts, vocab_size=vocab_size)
     torch.manual_seed(seed)
     cfg = Qwen2Config(

@@ -1,4 +1,5 @@
-"""Atomic checkpoints: weights (LoRA adapter or full model), optimizer, scheduler, RNG, trainer state.
+"""Atomic checkpoints: weights (LoRA adapter or full model), optimizer, scheduler, RNG, trainer state;
+and the one merge of a run into a plain HF model directory (:func:`save_merged`, :func:`merge_run`).
 
 A checkpoint is written into a temporary directory and renamed into place, then the
 ``latest`` pointer is replaced atomically, so a kill at any moment leaves the previous
@@ -15,6 +16,7 @@ from typing import Any
 
 import torch
 
+from verity.errors import VerityError
 from verity.utils import atomic_write_json, atomic_write_text
 
 
@@ -89,3 +91,42 @@ def load_checkpoint(ckpt: Path, model: Any, learner: Any) -> dict[str, Any]:
     random.setstate(rng["python"])
     torch.set_rng_state(rng["torch"])
     return json.loads((ckpt / "trainer_state.json").read_text())
+
+
+def save_merged(model: Any, tokenizer: Any, out_dir: str | Path, dtype: torch.dtype | None = None,
+                copy_model: bool = True) -> Path:
+    """Save a plain HF model directory with the tokenizer and chat template: LoRA adapters are merged
+    into the base weights (on a copy unless ``copy_model`` is False), then cast to ``dtype`` if given."""
+    if hasattr(model, "merge_and_unload"):
+        if copy_model:
+            import copy
+
+            model = copy.deepcopy(model)
+        model = model.merge_and_unload()
+    if dtype is not None:
+        model = model.to(dtype)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    return Path(out_dir)
+
+
+def merge_run(run_dir: str, out_dir: str, checkpoint: str | None = None) -> Path:
+    """Merge (or, for full fine-tunes, copy) a run's checkpoint into ``out_dir`` as a float32 HF model."""
+    from verity.models.loading import load_model
+
+    run = Path(run_dir)
+    manifest = run / "manifest.json"
+    if not manifest.is_file():
+        raise VerityError(f"{run_dir}: no manifest.json (not a verity run directory?)")
+    base = json.loads(manifest.read_text())["base_model"]
+    ckpt = Path(checkpoint) if checkpoint else latest_checkpoint(run)
+    if ckpt is None or not (ckpt / "trainer_state.json").is_file():
+        raise VerityError(f"{checkpoint or run_dir}: no checkpoint found")
+    model, tok = load_model(base, dtype="fp32", device="cpu", for_training=True)
+    if (ckpt / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(ckpt))
+    else:
+        load_weights(model, ckpt)
+    return save_merged(model, tok, out_dir, dtype=torch.float32, copy_model=False)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from verity.algos.advantages import ESTIMATORS, SCALES
 from verity.algos.losses import LOSS_TYPES
-from verity.cli.derive import flag
+from verity.config import flag
 from verity.errors import ConfigError
 
 

@@ -19,13 +19,14 @@ import torch
 
 from verity.algos.advantages import compute_advantages, zero_std_groups
 from verity.algos.losses import policy_loss
-from verity.envs.base import Environment, run_sync
+from verity.envs.base import Environment
 from verity.errors import ConfigError
 from verity.train.batching import make_batch, split_batch
 from verity.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from verity.train.config import RLConfig
 from verity.train.metrics import MetricsLog, ProgressLine, write_manifest
 from verity.types import Batch, Example, Rollout, SamplingArgs
+from verity.utils import run_sync
 
 
 class TimedSampler:

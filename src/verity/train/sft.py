@@ -20,7 +20,7 @@ import torch
 from verity.algos.logprobs import selective_log_softmax
 from verity.algos.losses import sft_loss
 from verity.errors import ConfigError
-from verity.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from verity.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_merged
 from verity.train.config import SFTConfig
 from verity.train.metrics import MetricsLog, ProgressLine, write_manifest
 from verity.train.sft_data import pack, packed_tensors, pad_batch, tokenize_conversation
@@ -138,11 +138,4 @@ class SFTTrainer:
 
     def save_final(self, out: Path) -> Path:
         """A plain HF model directory (LoRA merged) with the tokenizer and chat template."""
-        model = self.model
-        if hasattr(model, "merge_and_unload"):
-            import copy
-
-            model = copy.deepcopy(model).merge_and_unload()
-        model.save_pretrained(out, safe_serialization=True)
-        self.tokenizer.save_pretrained(out)
-        return out
+        return save_merged(self.model, self.tokenizer, out)

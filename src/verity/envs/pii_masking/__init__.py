@@ -118,3 +118,11 @@ def load_environment(num_train_examples: int = -1, num_eval_examples: int = -1, 
         eval_dataset=Dataset.from_list(eval_rows), system_prompt=SYSTEM_PROMPT, parser=parser, rubric=rubric,
         sampling_args={"max_tokens": 256},  # the longest masked answers are ~110 tokens with tags
     )
+
+
+def tokenizer_corpus(num_rows: int = 300, seed: int = 0) -> list[str]:
+    """Texts to train a small tokenizer on: the system prompt and ``num_rows`` generated question/answer pairs."""
+    from verity.envs.pii_masking.generator import generate_rows
+
+    rows = generate_rows(num_rows, seed=seed)
+    return [SYSTEM_PROMPT] + [r["question"] + "\n" + r["answer"] for r in rows]

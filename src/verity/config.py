@@ -1,0 +1,89 @@
+"""Config-level helpers shared by every typed config: field declarations, field docs, TOML files.
+
+A config is a dataclass whose fields are declared with :func:`flag` (CLI flags and choices in
+the field's metadata) and documented by the docstring written under each field. The CLI derives
+its options from them (``verity.cli.derive``); the library reads them without the CLI.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import json
+import sys
+import textwrap
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+from verity.errors import ConfigError
+
+
+def flag(*flags: str, default: Any = dataclasses.MISSING, **meta: Any) -> Any:
+    """A dataclass field with CLI flags, e.g. ``num_examples: int = flag("-n", default=5)``."""
+    md = {"flags": flags, **meta} if flags else meta
+    if isinstance(default, (list, dict, set)):
+        return dataclasses.field(default_factory=lambda d=default: type(d)(d), metadata=md)
+    return dataclasses.field(default=default, metadata=md)
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Docstrings written under each field of a dataclass (read from its source)."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError):
+            continue
+        body = tree.body[0].body  # type: ignore[attr-defined]
+        for a, b in zip(body, body[1:], strict=False):
+            if isinstance(a, ast.AnnAssign) and isinstance(a.target, ast.Name) and isinstance(b, ast.Expr) \
+                    and isinstance(b.value, ast.Constant) and isinstance(b.value.value, str):
+                docs[a.target.id] = " ".join(b.value.value.split())
+    return docs
+
+
+def base_type(tp: Any) -> tuple[Any, bool]:
+    """(scalar type, optional?) for annotations like ``int | None``."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return (args[0] if len(args) == 1 else str), True
+    return tp, False
+
+
+def accepts_none(cls: type, name: str) -> bool:
+    """Whether field ``name`` of dataclass ``cls`` is annotated as optional (``X | None``)."""
+    return base_type(typing.get_type_hints(cls)[name])[1]
+
+
+def load_toml(path: str) -> dict[str, Any]:
+    """A TOML config file as a dict; a one-line :class:`ConfigError` when missing or invalid."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"--config {path}: file not found")
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    try:
+        return tomllib.loads(p.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"--config {path}: invalid TOML ({e})") from None
+
+
+def parse_env_args(text: str | dict | None, flag_name: str = "-a") -> dict[str, Any]:
+    """``-a '{"num_eval_examples": 50}'`` -> dict, with a one-line error for bad JSON."""
+    if text is None or isinstance(text, dict):
+        return dict(text or {})
+    try:
+        v = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{flag_name} {text!r}: invalid JSON ({e.msg} at char {e.pos})") from None
+    if not isinstance(v, dict):
+        raise ConfigError(f"{flag_name} {text!r}: expected a JSON object like '{{\"key\": 1}}'")
+    return v
