@@ -315,12 +315,12 @@ class GateSampler:
         self.prompts: list[list[int]] = []
         self.canned = canned
 
-    def generate_ids(self, prompts, args):
+    def generate_ids(self, prompts, args, seeds=None):
         self.calls.append((len(prompts), args.max_tokens))
         self.prompts.extend(prompts)
         assert self.gate.wait(20)
         if self.canned is None:
-            return self.inner.generate_ids(prompts, args)
+            return self.inner.generate_ids(prompts, args, seeds)
         ids = tuple(self.tokenizer(self.canned, add_special_tokens=False)["input_ids"])
         return [Completion(text=self.canned, completion_ids=ids, logprobs=(0.0,) * len(ids), prompt_ids=tuple(p),
                            usage={"prompt_tokens": len(p), "completion_tokens": len(ids)}) for p in prompts]

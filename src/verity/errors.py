@@ -19,3 +19,12 @@ class EnvironmentNotFound(VerityError):
 
 class EndpointError(VerityError):
     """An OpenAI-compatible endpoint that cannot be reached or refuses the request."""
+
+
+class ContextLengthError(ConfigError):
+    """A prompt plus the requested completion tokens that do not fit the model's context window."""
+
+    def __init__(self, prompt_tokens: int, max_tokens: int, context: int, name: str = "max_tokens"):
+        self.prompt_tokens, self.max_tokens, self.context = prompt_tokens, max_tokens, context
+        super().__init__(f"{name} {max_tokens}: a prompt of {prompt_tokens} tokens plus {max_tokens} completion "
+                         f"tokens exceeds the model's context window of {context} tokens")

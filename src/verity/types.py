@@ -61,10 +61,56 @@ class SamplingArgs:
     extra: Mapping[str, Any] = field(default_factory=dict)
     """Backend-specific extras passed through to the endpoint (e.g. ``{"reasoning_effort": "low"}``)."""
 
+    top_logprobs: int = 0
+    """Also return the ``top_logprobs`` most likely tokens at each position (local backends)."""
+
+    def __post_init__(self) -> None:
+        check_sampling(self.max_tokens, self.temperature, self.top_p)
+        if isinstance(self.top_logprobs, bool) or not isinstance(self.top_logprobs, int) or self.top_logprobs < 0:
+            from verity.errors import ConfigError
+
+            raise ConfigError(f"top_logprobs {self.top_logprobs!r}: must be an integer >= 0")
+
     def replace(self, **kw: Any) -> SamplingArgs:
         from dataclasses import replace
 
         return replace(self, **kw)
+
+
+def check_sampling(max_tokens: Any = None, temperature: Any = None, top_p: Any = None,
+                   names: Mapping[str, str] | None = None) -> None:
+    """The one check of sampling values, shared by every entry point (None = not set here).
+
+    ``max_tokens`` an integer >= 1, ``temperature`` a finite number >= 0 (0 = greedy), ``top_p``
+    in (0, 1]. Raises :class:`~verity.errors.ConfigError` naming the value as ``names`` calls it
+    (a CLI passes its flags, e.g. ``{"top_p": "--top-p"}``). The context window is checked where
+    the prompt is known: :func:`check_context`.
+    """
+    import math
+
+    from verity.errors import ConfigError
+
+    def name(key: str) -> str:
+        return (names or {}).get(key, key)
+
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1):
+        raise ConfigError(f"{name('max_tokens')} {max_tokens!r}: must be an integer >= 1")
+    if temperature is not None and not (number(temperature) and temperature >= 0):
+        raise ConfigError(f"{name('temperature')} {temperature!r}: must be a number >= 0 (0 = greedy)")
+    if top_p is not None and not (number(top_p) and 0 < top_p <= 1):
+        raise ConfigError(f"{name('top_p')} {top_p!r}: must be in (0, 1] (1 = no nucleus cut)")
+
+
+def check_context(prompt_tokens: int, max_tokens: int, context: int | None, name: str = "max_tokens") -> None:
+    """Raise :class:`~verity.errors.ContextLengthError` when a prompt of ``prompt_tokens`` plus
+    ``max_tokens`` completion tokens does not fit the model's ``context`` (None = unknown)."""
+    from verity.errors import ContextLengthError
+
+    if context is not None and prompt_tokens + max_tokens > context:
+        raise ContextLengthError(prompt_tokens, max_tokens, context, name)
 
 
 FinishReason = Literal["stop", "length", "error"]
@@ -90,6 +136,9 @@ class Completion:
     """Error message when the request failed (finish_reason == 'error')."""
     usage: Mapping[str, int] = field(default_factory=dict)
     """Token counts reported by the backend: prompt_tokens, completion_tokens."""
+    top_logprobs: tuple[tuple[tuple[int, float], ...], ...] = ()
+    """Per completion token, the ``SamplingArgs.top_logprobs`` most likely ``(token id, log-prob)``
+    pairs, most likely first, under the same distribution as ``logprobs`` (empty unless asked for)."""
 
 
 @dataclass(frozen=True)

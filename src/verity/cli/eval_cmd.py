@@ -31,7 +31,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
 
         raise ConfigError(f"{cfg.output_dir}/results.jsonl already has results; pass --resume or choose another -o")
     sampler = make_sampler(cfg.model, base_url=cfg.base_url, api_key_env=cfg.api_key_var,
-                           concurrency=cfg.concurrency, batch_size=cfg.batch_size, dtype=cfg.dtype)
+                           concurrency=cfg.concurrency, batch_size=cfg.batch_size, dtype=cfg.dtype,
+                           timeout=cfg.timeout, max_retries=cfg.max_retries)
     results = run_eval(env, sampler, cfg, show_progress=not cfg.json)
     if cfg.json:
         print(json.dumps(json_summary(cfg.env, cfg.model, results)))
@@ -40,4 +41,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
 
         print_summary(results, title=f"{cfg.env} · {cfg.model}")
         print(f"results: {results.results_dir}/results.jsonl")
+    from verity.eval.evaluate import raise_if_all_failed
+
+    raise_if_all_failed(results)
     return 0

@@ -18,7 +18,7 @@ class ServeConfig:
     model: str = flag(positional=True)
     """Model to serve: local HF directory, hub id or `verity-tiny`."""
     host: str = flag("--host", default="127.0.0.1")
-    """Interface to bind (loopback by default; use 0.0.0.0 only behind --api-key-env)."""
+    """Interface to bind (loopback by default; any other needs --api-key-env, or --insecure)."""
     port: int = flag("--port", default=8000)
     """TCP port."""
     api_key_env: str | None = flag("--api-key-env", default=None)
@@ -35,6 +35,12 @@ class ServeConfig:
     """Weights dtype (auto = bf16 on hardware that is fast at it)."""
     log_level: str = flag("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
     """uvicorn log level."""
+    header_timeout: float = flag("--header-timeout", default=10.0)
+    """Seconds a client has to send a request's headers; a slower one gets 408 and is disconnected."""
+    body_timeout: float = flag("--body-timeout", default=60.0)
+    """Seconds a client has to send a request's body after its headers (408 and disconnect after)."""
+    insecure: bool = flag("--insecure", default=False)
+    """Allow a non-loopback --host without --api-key-env (anyone who can reach the port can use it)."""
 
     def validate(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -47,6 +53,24 @@ class ServeConfig:
             raise ConfigError(f"--default-max-tokens {self.default_max_tokens}: must be >= 1")
         if self.api_key_env is not None and not os.environ.get(self.api_key_env):
             raise ConfigError(f"--api-key-env {self.api_key_env}: environment variable is not set or empty")
+        for name in ("header_timeout", "body_timeout"):
+            v = getattr(self, name)
+            if not v > 0:
+                raise ConfigError(f"--{name.replace('_', '-')} {v}: must be > 0 seconds")
+        if self.api_key_env is None and not self.insecure and not _loopback(self.host):
+            raise ConfigError(f"--host {self.host}: serving beyond this machine without an API key lets anyone who "
+                              "can reach the port use it; set --api-key-env VAR, or pass --insecure to allow it")
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: may resolve to any interface
+        return False
 
 
 def register(sub: Any) -> None:
@@ -72,9 +96,12 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     cfg.validate()
     import uvicorn
 
+    from verity.serve.http import deadline_protocol
+
     app = build_app(cfg)
     name = cfg.served_model_name or cfg.model
     print(f"verity serve: {name!r} at http://{cfg.host}:{cfg.port}/v1 (max batch {cfg.max_batch_size}, "
           f"queue {cfg.max_queue}{', API key required' if cfg.api_key_env else ''})", file=sys.stderr, flush=True)
-    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level, timeout_graceful_shutdown=5)
+    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level, timeout_graceful_shutdown=5,
+                http=deadline_protocol(cfg.header_timeout, cfg.body_timeout))
     return 0

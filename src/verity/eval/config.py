@@ -6,6 +6,10 @@ from dataclasses import dataclass
 
 from verity.config import flag, parse_env_args
 from verity.errors import ConfigError
+from verity.types import check_sampling
+
+#: How ``verity eval`` / ``verity compare`` name the sampling values in error messages.
+SAMPLING_FLAGS = {"max_tokens": "-t", "temperature": "-T", "top_p": "--top-p"}
 
 
 @dataclass
@@ -42,6 +46,10 @@ class EvalConfig(EvalFlags):
     """OpenAI-compatible endpoint (e.g. http://127.0.0.1:8000/v1); omit to run the model in-process."""
     api_key_var: str | None = flag("-k", "--api-key-var", default=None)
     """Name of the environment variable holding the endpoint's API key."""
+    timeout: float = flag("--timeout", default=120.0)
+    """Seconds to wait for each endpoint request before retrying it (--base-url only)."""
+    max_retries: int = flag("--max-retries", default=2)
+    """Retries of a failed or timed-out endpoint request (with backoff) before giving up on it."""
     output_dir: str | None = flag("-o", "--output-dir", default=None)
     """Results directory (default: outputs/evals/ENV--MODEL--TIME)."""
     seed: int = flag("--seed", default=0)
@@ -60,10 +68,11 @@ class EvalConfig(EvalFlags):
             raise ConfigError(f"-n {self.num_examples}: must be >= 1 (or -1 for all)")
         if self.rollouts_per_example < 1:
             raise ConfigError(f"-r {self.rollouts_per_example}: must be >= 1")
-        if self.max_tokens is not None and self.max_tokens < 1:
-            raise ConfigError(f"-t {self.max_tokens}: must be >= 1")
-        if self.temperature is not None and self.temperature < 0:
-            raise ConfigError(f"-T {self.temperature}: must be >= 0")
+        check_sampling(self.max_tokens, self.temperature, self.top_p, names=SAMPLING_FLAGS)
+        if not self.timeout > 0:
+            raise ConfigError(f"--timeout {self.timeout}: must be > 0 seconds")
+        if self.max_retries < 0:
+            raise ConfigError(f"--max-retries {self.max_retries}: must be >= 0")
         if self.concurrency < 1:
             raise ConfigError(f"-c {self.concurrency}: must be >= 1")
         if self.resume and not self.output_dir:

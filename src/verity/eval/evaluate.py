@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from verity.errors import ConfigError
+from verity.errors import ConfigError, VerityError
 from verity.types import SamplingArgs
 from verity.utils import append_jsonl, atomic_write_json, read_jsonl, rewrite_jsonl, versions
 
@@ -130,11 +130,26 @@ async def evaluate(
             on_progress(len(jobs) - len(todo) + start + len(chunk), len(jobs))
     records.sort(key=lambda r: (r["example_id"], r["rollout_idx"]))
     summary = summarize(records, rubric.func_names)
-    meta.update(status="done", finished=time.strftime("%Y-%m-%dT%H:%M:%S"), summary=summary,
+    failed = bool(records) and summary["generation_errors"] == len(records)
+    meta.update(status="failed" if failed else "done", finished=time.strftime("%Y-%m-%dT%H:%M:%S"), summary=summary,
                 averages={k: v["mean"] for k, v in summary["metrics"].items()})
     if out is not None:
         atomic_write_json(out / "metadata.json", meta)
     return EvalResults(records=records, summary=summary, results_dir=str(out) if out else None, metadata=meta)
+
+
+class AllRolloutsFailed(VerityError):
+    """Every rollout of an evaluation failed to generate (the results written are kept)."""
+
+
+def raise_if_all_failed(results: EvalResults) -> None:
+    """Raise :class:`AllRolloutsFailed`, with the first error, when no rollout produced a completion."""
+    recs = results.records
+    if not recs or results.summary["generation_errors"] < len(recs):
+        return
+    why = " ".join(str(recs[0].get("error")).split())
+    where = f"; results kept in {results.results_dir}" if results.results_dir else ""
+    raise AllRolloutsFailed(f"all {len(recs)} rollouts failed, e.g. {why[:240]}{where}")
 
 
 def _args_dict(a: SamplingArgs) -> dict[str, Any]:

@@ -2,7 +2,9 @@
 
 The loop is deliberately small: one prefill that keeps only the last position's logits,
 then one forward per new token with the KV cache, temperature / top-p sampling from a
-seeded generator, and the sampling log-prob of each chosen token. Prompts are sorted by
+seeded generator (or one generator per row when rows carry their own seeds, as batched server
+requests do), and the sampling log-prob of each chosen token (plus the top-k alternatives when
+``SamplingArgs.top_logprobs`` asks for them). Prompts are sorted by
 length and left-padded into batches so padding stays small. Generation runs in a worker
 thread, so the event loop (the server, async environments) stays responsive.
 """
@@ -17,7 +19,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from verity.types import Completion, Messages, SamplingArgs
+from verity.types import Completion, Messages, SamplingArgs, check_context
 
 
 class HFSampler:
@@ -37,6 +39,8 @@ class HFSampler:
         ids |= {extra} if isinstance(extra, int) else set(extra or [])
         self.eos_ids = sorted(i for i in ids if i is not None)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
+        #: Context window in tokens (prompt + completion), None when the config does not say.
+        self.context: int | None = getattr(model.config, "max_position_embeddings", None)
 
     @classmethod
     def from_pretrained(cls, name: str, batch_size: int = 64, dtype: str = "auto", device: str = "auto") -> HFSampler:
@@ -59,10 +63,23 @@ class HFSampler:
         rendered = [self.render(p) for p in prompts]
         return self.generate_ids(rendered, args)
 
-    def generate_ids(self, prompt_ids: Sequence[Sequence[int]], args: SamplingArgs) -> list[Completion]:
-        """Sample one completion per tokenised prompt (sorted into length buckets)."""
+    def generate_ids(self, prompt_ids: Sequence[Sequence[int]], args: SamplingArgs,
+                     seeds: Sequence[int] | None = None) -> list[Completion]:
+        """Sample one completion per tokenised prompt (sorted into length buckets).
+
+        With ``seeds`` (one per prompt) each row samples from its own generator, so a row's
+        completion does not depend on what else is in the batch; otherwise one generator seeded
+        with ``args.seed`` serves the whole call. A prompt that leaves no room for
+        ``args.max_tokens`` in the context window is a :class:`~verity.errors.ContextLengthError`,
+        raised before anything is generated.
+        """
         import torch
 
+        if not prompt_ids:
+            return []
+        if seeds is not None and len(seeds) != len(prompt_ids):
+            raise ValueError(f"{len(seeds)} seeds for {len(prompt_ids)} prompts")
+        check_context(max(len(p) for p in prompt_ids), args.max_tokens, self.context)
         order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
         out: list[Completion | None] = [None] * len(prompt_ids)
         gen = torch.Generator(device="cpu")
@@ -72,15 +89,17 @@ class HFSampler:
             for s in range(0, len(order), self.batch_size):
                 idx = order[s:s + self.batch_size]
                 t0 = time.perf_counter()
-                done = self._decode(model, [prompt_ids[i] for i in idx], args, gen)
+                row_gen = gen if seeds is None else [_seeded(seeds[i]) for i in idx]
+                done = self._decode(model, [prompt_ids[i] for i in idx], args, row_gen)
                 dt = time.perf_counter() - t0
-                for i, (ids, lps, finish) in zip(idx, done, strict=False):
+                for i, (ids, lps, top, finish) in zip(idx, done, strict=True):
                     text = self.tokenizer.decode(ids, skip_special_tokens=True)
                     text, ids, lps, finish = _apply_stop(text, ids, lps, finish, args.stop, self.tokenizer)
                     out[i] = Completion(
                         text=text, finish_reason=finish, prompt_ids=tuple(prompt_ids[i]),
                         completion_ids=tuple(ids), logprobs=tuple(lps), latency_s=dt,
                         usage={"prompt_tokens": len(prompt_ids[i]), "completion_tokens": len(ids)},
+                        top_logprobs=top[:len(ids)],
                     )
         return out  # type: ignore[return-value]
 
@@ -110,7 +129,9 @@ class HFSampler:
         return self._shadow
 
     def _decode(self, model: Any, prompts: list[Sequence[int]], args: SamplingArgs,
-                gen: Any) -> list[tuple[list[int], list[float], str]]:
+                gen: Any) -> list[tuple[list[int], list[float], tuple[Any, ...], str]]:
+        """(token ids, log-probs, top log-probs, finish reason) per prompt; ``gen`` is one
+        generator for all rows or a list with one per row."""
         import torch
 
         dev = next(model.parameters()).device
@@ -130,6 +151,9 @@ class HFSampler:
         logps = torch.zeros((B, args.max_tokens), dtype=torch.float32, device=dev)
         lengths = torch.full((B,), args.max_tokens, dtype=torch.long, device=dev)
         stopped = torch.zeros(B, dtype=torch.bool, device=dev)
+        k = args.top_logprobs
+        top_ids = torch.zeros((B, args.max_tokens, k), dtype=torch.long, device=dev)
+        top_lps = torch.zeros((B, args.max_tokens, k), dtype=torch.float32, device=dev)
         rows = torch.arange(B, device=dev)  # original index of each row still being decoded
         was_training = model.training
         model.eval()
@@ -147,9 +171,13 @@ class HFSampler:
             _preallocate(past, args.max_tokens)
             live = torch.ones(B, dtype=torch.bool, device=dev)  # rows of the batch still decoding
             for t in range(args.max_tokens):
-                tok, lp = _sample(logits.float(), args.temperature, args.top_p, gen)  # [b]
+                row_gen = gen if not isinstance(gen, list) else [gen[r] for r in rows.tolist()]
+                tok, lp = _sample(logits.float(), args.temperature, args.top_p, row_gen)  # [b]
                 w = rows[live]
                 tokens[w, t], logps[w, t] = tok[live], lp[live]
+                if k:
+                    tl, ti = _policy_logprobs(logits.float(), args.temperature).topk(k, dim=-1)  # [b, k]
+                    top_ids[w, t], top_lps[w, t] = ti[live], tl[live]
                 done = live & torch.isin(tok, eos)  # [b]
                 lengths[rows[done]] = t + 1
                 stopped[rows[done]] = True
@@ -169,11 +197,13 @@ class HFSampler:
         if was_training:
             model.train()
         res = []
-        tokens, logps = tokens.cpu(), logps.cpu()
+        tokens, logps, top_ids, top_lps = tokens.cpu(), logps.cpu(), top_ids.cpu(), top_lps.cpu()
         for b in range(B):
             n = int(lengths[b])
             ids, lps = tokens[b, :n].tolist(), logps[b, :n].tolist()
-            res.append((ids, lps, "stop" if bool(stopped[b]) else "length"))
+            top = () if not k else tuple(tuple(zip(i, lp, strict=True)) for i, lp in
+                                         zip(top_ids[b, :n].tolist(), top_lps[b, :n].tolist(), strict=True))
+            res.append((ids, lps, top, "stop" if bool(stopped[b]) else "length"))
         return res
 
 
@@ -342,14 +372,34 @@ def _prealloc_cls() -> Any:
     return _PREALLOC[0]
 
 
-def _sample(logits: Any, temperature: float, top_p: float, gen: Any) -> tuple[Any, Any]:
-    """Sample one token per row; return (token [B], log-prob under the tempered policy [B])."""
+def _seeded(seed: int) -> Any:
     import torch
 
-    if temperature < 1e-4:  # greedy (tiny temperatures would overflow logits / T)
+    g = torch.Generator(device="cpu")
+    g.manual_seed(seed)
+    return g
+
+
+def _policy_logprobs(logits: Any, temperature: float) -> Any:
+    """log softmax(logits / T) [B, V]; greedy (T ~ 0) reports the model's own softmax(logits)."""
+    import torch
+
+    return torch.log_softmax(logits if temperature < GREEDY_BELOW else logits / temperature, dim=-1)
+
+
+#: Temperatures below this sample greedily (logits / 1e-100 would overflow to inf, then NaN).
+GREEDY_BELOW = 1e-4
+
+
+def _sample(logits: Any, temperature: float, top_p: float, gen: Any) -> tuple[Any, Any]:
+    """Sample one token per row; return (token [B], log-prob under the tempered policy [B]).
+
+    ``gen`` is one generator, or a list with one per row. Greedy rows report the model's log-prob.
+    """
+    logp = _policy_logprobs(logits, temperature)  # [B, V]
+    if temperature < GREEDY_BELOW:
         tok = logits.argmax(-1)
-        return tok, torch.zeros_like(tok, dtype=torch.float32)
-    logp = torch.log_softmax(logits / temperature, dim=-1)  # [B, V]
+        return tok, logp.gather(-1, tok[:, None]).squeeze(-1)
     probs = logp.exp()
     if top_p < 1.0:
         sp, si = probs.sort(dim=-1, descending=True)
@@ -370,7 +420,11 @@ def _inverse_cdf(weights: Any, gen: Any) -> Any:
     import torch
 
     cdf = weights.float().cumsum(-1)  # [B, V]
-    u = torch.rand((cdf.shape[0], 1), generator=gen).to(cdf.device) * cdf[:, -1:]  # [B, 1] in [0, total)
+    if isinstance(gen, list):  # one generator per row: each row's draws depend on its own seed only
+        u = torch.cat([torch.rand((1, 1), generator=g) for g in gen])
+    else:
+        u = torch.rand((cdf.shape[0], 1), generator=gen)
+    u = u.to(cdf.device) * cdf[:, -1:]  # [B, 1] in [0, total)
     return torch.searchsorted(cdf, u, right=True).clamp_(max=cdf.shape[1] - 1).squeeze(-1)
 
 

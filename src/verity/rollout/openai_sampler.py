@@ -1,8 +1,11 @@
 """Sampler for any OpenAI-compatible endpoint through the official async ``openai`` client.
 
-Bounded concurrency (a semaphore), per-request timeouts, and retries with exponential
-backoff on 429/5xx/connection errors (the client's own retry logic). An endpoint that
-cannot be reached at all is a :class:`~verity.errors.EndpointError`, raised once.
+Bounded concurrency (a semaphore), a per-request timeout (default 120 s), and a bounded
+number of retries with exponential backoff on 429/5xx/connection errors (the client's own
+retry logic). An endpoint that cannot be reached at all, or that stops answering (a request
+timed out on every try), is a :class:`~verity.errors.EndpointError`, raised once. A request
+that fails otherwise, or an answer that is not a chat completion (not JSON, no ``choices``),
+is a completion with ``finish_reason="error"``: a counted rollout error, not a crash.
 """
 
 from __future__ import annotations
@@ -21,11 +24,14 @@ class OpenAISampler:
     """Chat completions from an OpenAI-compatible server (``verity serve``, vLLM, hosted APIs)."""
 
     def __init__(self, model: str, base_url: str | None = None, api_key_env: str | None = None,
-                 client: Any = None, concurrency: int = 32, timeout: float = 600.0, max_retries: int = 5):
+                 client: Any = None, concurrency: int = 32, timeout: float = 120.0, max_retries: int = 2):
         import openai
 
         self.name = model
         self.base_url = base_url
+        if client is not None:
+            timeout, max_retries = _float(client.timeout, timeout), client.max_retries
+        self.timeout, self.max_retries = timeout, max_retries
         if client is None:
             key = "EMPTY"
             if api_key_env:
@@ -42,7 +48,9 @@ class OpenAISampler:
         import openai
 
         try:
-            await self.client.with_options(timeout=10.0, max_retries=1).models.list()
+            await self.client.with_options(timeout=min(10.0, self.timeout), max_retries=1).models.list()
+        except openai.APITimeoutError:
+            raise EndpointError(self._hung("GET /models", min(10.0, self.timeout), 2)) from None
         except openai.APIConnectionError as e:
             raise EndpointError(f"cannot reach endpoint {self.base_url or self.client.base_url}: {e}") from None
         except openai.AuthenticationError as e:
@@ -65,11 +73,17 @@ class OpenAISampler:
         async with self._sem:
             try:
                 resp = await self.client.chat.completions.create(**req)
+            except openai.APITimeoutError:
+                raise EndpointError(self._hung("a chat completion", self.timeout, self.max_retries + 1)) from None
             except (openai.APIConnectionError, openai.AuthenticationError, openai.NotFoundError) as e:
                 raise EndpointError(f"endpoint {self.client.base_url}: {type(e).__name__}: {e}") from None
             except openai.APIError as e:
                 return Completion(text="", finish_reason="error", error=f"{type(e).__name__}: {e}",
                                   latency_s=time.perf_counter() - t0)
+        bad = _not_a_completion(resp)
+        if bad:
+            return Completion(text="", finish_reason="error", error=f"endpoint answered {bad}",
+                              latency_s=time.perf_counter() - t0)
         choice = resp.choices[0]
         usage = {}
         if resp.usage is not None:
@@ -84,3 +98,29 @@ class OpenAISampler:
         if not self._checked:
             await self.check()
         return list(await asyncio.gather(*(self._one(p, args) for p in prompts)))
+
+    def _hung(self, what: str, timeout: float, tries: int) -> str:
+        return (f"endpoint {self.base_url or self.client.base_url} stopped answering: {what} got no answer within "
+                f"{timeout:g} s ({tries} {'try' if tries == 1 else 'tries'}); check the server, or raise --timeout")
+
+
+def _float(v: Any, default: float) -> float:
+    """A client's timeout as seconds (it may be an ``httpx.Timeout``)."""
+    if isinstance(v, (int, float)):
+        return float(v)
+    read = getattr(v, "read", None)
+    return float(read) if isinstance(read, (int, float)) else default
+
+
+def _not_a_completion(resp: Any) -> str | None:
+    """What is wrong with an answer that is not a usable chat completion (None when it is one)."""
+    if isinstance(resp, (str, bytes)):
+        text = resp.decode("utf-8", "replace") if isinstance(resp, bytes) else resp
+        return f"a non-JSON body ({' '.join(text.split())[:60]!r})"
+    choices = getattr(resp, "choices", None)
+    if not choices:
+        return "JSON without choices"
+    message = getattr(choices[0], "message", None)
+    if message is None:
+        return "a choice without a message"
+    return None

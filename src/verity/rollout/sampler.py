@@ -34,6 +34,8 @@ def make_sampler(
     concurrency: int = 32,
     batch_size: int = 64,
     dtype: str = "auto",
+    timeout: float = 120.0,
+    max_retries: int = 2,
 ) -> Sampler:
     """Build a sampler for ``model``: a Sampler (returned as is), an OpenAI client, a model
     path / hub id / ``verity-tiny`` (local HF), or a model name served at ``base_url``."""
@@ -42,7 +44,8 @@ def make_sampler(
     if base_url is not None:
         from verity.rollout.openai_sampler import OpenAISampler
 
-        return OpenAISampler(base_url=base_url, model=model, api_key_env=api_key_env, concurrency=concurrency)
+        return OpenAISampler(base_url=base_url, model=model, api_key_env=api_key_env, concurrency=concurrency,
+                             timeout=timeout, max_retries=max_retries)
     cls_mod = type(model).__module__
     if cls_mod.startswith("openai"):
         from verity.rollout.openai_sampler import OpenAISampler

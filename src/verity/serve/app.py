@@ -23,10 +23,21 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from verity.errors import ContextLengthError
 from verity.serve import protocol as P
 from verity.serve.batcher import Batcher, QueueFull
-from verity.serve.render import SSE_DONE, active_tools, encode_prompt, parse_tool_calls, render_chat, sse, text_chunks
-from verity.types import Completion, SamplingArgs
+from verity.serve.render import (
+    SSE_DONE,
+    active_tools,
+    chat_logprobs,
+    encode_prompt,
+    parse_tool_calls,
+    render_chat,
+    sse,
+    text_chunks,
+    text_logprobs,
+)
+from verity.types import Completion, SamplingArgs, check_context
 
 log = logging.getLogger(__name__)
 #: The optional ``Authorization: Bearer`` credentials, as a FastAPI dependency.
@@ -44,7 +55,7 @@ class _State:
         self.sampler, self.name, self.api_key, self.batcher = sampler, name, api_key, batcher
         self.default_max_tokens = default_max_tokens
         cfg = getattr(sampler.model, "config", None)
-        self.context = getattr(cfg, "max_position_embeddings", None)
+        self.context = getattr(sampler, "context", getattr(cfg, "max_position_embeddings", None))
         self.vocab_size = getattr(cfg, "vocab_size", None) or len(sampler.tokenizer)
         self.created = int(time.time())
 
@@ -108,10 +119,11 @@ def _add_error_handlers(app: FastAPI) -> None:
                             status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
-    async def _crash(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("request failed")
-        return JSONResponse(P.error_body(f"internal error: {type(exc).__name__}: {exc}", type="server_error"),
-                            status_code=500)
+    async def _crash(request: Request, exc: Exception) -> JSONResponse:
+        # the details stay in the server's log: exception text can hold paths and internals
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return JSONResponse(P.error_body("The server had an error while processing the request; it is logged "
+                                         "on the server", type="server_error"), status_code=500)
 
 
 def _strip_422(app: FastAPI) -> None:
@@ -151,24 +163,27 @@ def _check_model(st: _State, model: str) -> None:
 
 
 def _sampling_args(st: _State, req: Any, prompts: Sequence[Sequence[int]], max_tokens: int | None,
-                   param: str) -> SamplingArgs:
-    """SamplingArgs for ``req``; 400 ``context_length_exceeded`` when prompt + max_tokens do not fit."""
+                   param: str, top_logprobs: int = 0) -> SamplingArgs:
+    """SamplingArgs for ``req``; 400 ``context_length_exceeded`` when prompt + max_tokens do not fit
+    (the same check as in-process generation: :func:`~verity.types.check_context`)."""
     longest = max(len(p) for p in prompts)
     if max_tokens is None:
         room = st.default_max_tokens if st.context is None else st.context - longest
         max_tokens = max(1, min(st.default_max_tokens, room))  # no room left: the check below answers 400
-    if st.context is not None and longest + max_tokens > st.context:
+    try:
+        check_context(longest, max_tokens, st.context)
+    except ContextLengthError:
         raise P.APIError(400, f"This model's maximum context length is {st.context} tokens. However, you requested "
                               f"{longest + max_tokens} tokens ({longest} in the {param}, {max_tokens} in the "
                               f"completion). Please reduce the length of the {param} or completion.",
-                         param=param, code="context_length_exceeded")
+                         param=param, code="context_length_exceeded") from None
     stop = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ())
     temperature = 1.0 if req.temperature is None else req.temperature
     if temperature < MIN_TEMPERATURE:  # logits / 1e-100 overflow to inf -> NaN probabilities: sample greedily
         temperature = 0.0
     return SamplingArgs(max_tokens=max_tokens, temperature=temperature,
                         top_p=1.0 if req.top_p is None else req.top_p, stop=tuple(s for s in stop if s),
-                        seed=req.seed)
+                        seed=req.seed, top_logprobs=top_logprobs)
 
 
 async def _generate(st: _State, prompts: list[list[int]], args: SamplingArgs) -> list[Completion]:
@@ -187,13 +202,14 @@ def _usage(prompt_tokens: int, outs: Sequence[Completion]) -> dict[str, int]:
     return {"prompt_tokens": prompt_tokens, "completion_tokens": comp, "total_tokens": prompt_tokens + comp}
 
 
-def _chat_choice(i: int, c: Completion, parse_tools: bool) -> dict[str, Any]:
+def _chat_choice(st: _State, i: int, c: Completion, parse_tools: bool, logprobs: bool) -> dict[str, Any]:
     content, calls = parse_tool_calls(c.text) if parse_tools else (c.text, [])
     finish = "tool_calls" if calls else ("length" if c.finish_reason == "length" else "stop")
     msg: dict[str, Any] = {"role": "assistant", "content": content}
     if calls:
         msg["tool_calls"] = calls
-    return {"index": i, "message": msg, "finish_reason": finish, "logprobs": None}
+    return {"index": i, "message": msg, "finish_reason": finish,
+            "logprobs": chat_logprobs(st.sampler.tokenizer, c) if logprobs else None}
 
 
 # ---------------------------------------------------------------- routes
@@ -231,9 +247,11 @@ def _add_routes(app: FastAPI, st: _State) -> None:
         tools = active_tools(req)
         ids = render_chat(st.sampler.tokenizer, req.messages, tools)
         max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
-        args = _sampling_args(st, req, [ids], max_tokens, "messages")
+        if req.top_logprobs is not None and not req.logprobs:
+            raise P.APIError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
+        args = _sampling_args(st, req, [ids], max_tokens, "messages", top_logprobs=req.top_logprobs or 0)
         outs = await _generate(st, [ids] * req.n, args)
-        choices = [_chat_choice(i, c, tools is not None) for i, c in enumerate(outs)]
+        choices = [_chat_choice(st, i, c, tools is not None, bool(req.logprobs)) for i, c in enumerate(outs)]
         body = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
                 "model": st.name, "choices": choices, "usage": _usage(len(ids), outs), "system_fingerprint": None}
         if req.stream:
@@ -250,11 +268,14 @@ def _add_routes(app: FastAPI, st: _State) -> None:
         items = [raw] if isinstance(raw, str) or (raw and isinstance(raw[0], int)) else list(raw)
         if not items:
             raise P.APIError(400, "the prompt is empty", param="prompt")
+        if req.echo:
+            raise P.APIError(400, "echo is not supported by this server", param="echo")
         prompts = [encode_prompt(st.sampler.tokenizer, p, st.vocab_size) for p in items]  # type: ignore[arg-type]
-        args = _sampling_args(st, req, prompts, req.max_tokens, "prompt")
+        args = _sampling_args(st, req, prompts, req.max_tokens, "prompt", top_logprobs=req.logprobs or 0)
         outs = await _generate(st, [p for p in prompts for _ in range(req.n)], args)
+        tok = st.sampler.tokenizer
         choices = [{"index": i, "text": c.text, "finish_reason": "length" if c.finish_reason == "length" else "stop",
-                    "logprobs": None} for i, c in enumerate(outs)]
+                    "logprobs": None if req.logprobs is None else text_logprobs(tok, c)} for i, c in enumerate(outs)]
         body = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
                 "model": st.name, "choices": choices, "usage": _usage(sum(len(p) for p in prompts), outs)}
         if req.stream:
@@ -269,8 +290,9 @@ async def _chat_events(body: dict[str, Any], include_usage: bool) -> AsyncIterat
     base = {"id": body["id"], "object": "chat.completion.chunk", "created": body["created"], "model": body["model"],
             "system_fingerprint": None}
 
-    def chunk(index: int, delta: dict[str, Any], finish: str | None = None) -> str:
-        return sse({**base, "choices": [{"index": index, "delta": delta, "finish_reason": finish, "logprobs": None}]})
+    def chunk(index: int, delta: dict[str, Any], finish: str | None = None, logprobs: Any = None) -> str:
+        return sse({**base, "choices": [{"index": index, "delta": delta, "finish_reason": finish,
+                                         "logprobs": logprobs}]})
 
     for ch in body["choices"]:
         i, msg = ch["index"], ch["message"]
@@ -279,7 +301,7 @@ async def _chat_events(body: dict[str, Any], include_usage: bool) -> AsyncIterat
             yield chunk(i, {"content": piece})
         for k, call in enumerate(msg.get("tool_calls") or []):
             yield chunk(i, {"tool_calls": [{"index": k, **call}]})
-        yield chunk(i, {}, ch["finish_reason"])
+        yield chunk(i, {}, ch["finish_reason"], ch["logprobs"])  # all the choice's token log-probs at once
     if include_usage:
         yield sse({**base, "choices": [], "usage": body["usage"]})
     yield SSE_DONE
@@ -293,7 +315,7 @@ async def _text_events(body: dict[str, Any], include_usage: bool) -> AsyncIterat
             yield sse({**base, "choices": [{"index": ch["index"], "text": piece, "finish_reason": None,
                                             "logprobs": None}]})
         yield sse({**base, "choices": [{"index": ch["index"], "text": "", "finish_reason": ch["finish_reason"],
-                                        "logprobs": None}]})
+                                        "logprobs": ch["logprobs"]}]})
     if include_usage:
         yield sse({**base, "choices": [], "usage": body["usage"]})
     yield SSE_DONE

@@ -2,13 +2,17 @@
 
 Each request puts a job (its tokenised prompts and :class:`~verity.types.SamplingArgs`) on a
 bounded :class:`asyncio.Queue`; a single worker task takes the oldest job, adds every waiting
-job with the same batching key (max_tokens, temperature, top_p, seed) up to ``max_batch_size``
+job with the same batching key (max_tokens, temperature, top_p) up to ``max_batch_size``
 sequences, runs ``sampler.generate_ids`` in a thread and resolves each job's future. Jobs with
-another key wait, in order, for the next round. Admission is bounded: more than ``max_queue``
-unfinished requests raises :class:`QueueFull` (the server answers 429), so load never piles up.
+another key wait, in order, for the next round. Seeds do not split batches: every sequence
+samples from its own generator, seeded from its request's seed and its index in the request,
+so a seeded request gets the same completions whichever requests share its batch. Admission
+is bounded: more than ``max_queue`` unfinished requests raises :class:`QueueFull` (the server
+answers 429), so load never piles up.
 
 Stop strings are applied per request after generation (the sampler cuts at them after the
-fact anyway), so they do not split batches. The worker is the only caller of the sampler.
+fact anyway), and ``top_logprobs`` are computed for the largest k in the batch and cut per
+request, so neither splits batches. The worker is the only caller of the sampler.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import collections
 import contextlib
 import dataclasses
 import logging
+import secrets
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -40,9 +45,19 @@ class _Job:
     @property
     def key(self) -> tuple[Any, ...]:
         a = self.args
-        if a.temperature <= 0:  # greedy: top_p and seed make no difference
-            return (a.max_tokens, 0.0, 1.0, None)
-        return (a.max_tokens, a.temperature, a.top_p, a.seed)
+        if a.temperature <= 0:  # greedy: top_p makes no difference
+            return (a.max_tokens, 0.0, 1.0)
+        return (a.max_tokens, a.temperature, a.top_p)
+
+    def row_seeds(self) -> list[int]:
+        """One sampling seed per sequence: from the request's seed (random without one) and the index."""
+        base = self.args.seed if self.args.seed is not None else secrets.randbits(63)
+        return [row_seed(base, i) for i in range(len(self.prompts))]
+
+
+def row_seed(seed: int, index: int) -> int:
+    """The generator seed of sequence ``index`` of a request with ``seed`` (any int, also negative)."""
+    return (seed * 1_000_003 + index) % (2**63)
 
 
 class Batcher:
@@ -163,11 +178,10 @@ class Batcher:
 
     async def _generate(self, batch: list[_Job]) -> None:
         prompts = [p for job in batch for p in job.prompts]
-        args = batch[0].args.replace(stop=())
-        if args.seed is not None:
-            args = args.replace(seed=args.seed % (2**63))
+        args = batch[0].args.replace(stop=(), seed=None, top_logprobs=max(job.args.top_logprobs for job in batch))
+        seeds = None if args.temperature <= 0 else [s for job in batch for s in job.row_seeds()]
         t0 = time.perf_counter()
-        outs = await asyncio.to_thread(self.sampler.generate_ids, prompts, args)
+        outs = await asyncio.to_thread(self.sampler.generate_ids, prompts, args, seeds)
         self._last_generation_s = time.perf_counter() - t0
         self.stats["generation_s"] += self._last_generation_s
         log.debug("batch of %d sequences (%d requests) in %.3fs", len(prompts), len(batch), time.perf_counter() - t0)
@@ -177,17 +191,20 @@ class Batcher:
         self.stats["largest_batch"] = max(self.stats["largest_batch"], len(prompts))
         i = 0
         for job in batch:
-            res = [self._stop(c, job.args.stop) for c in outs[i:i + len(job.prompts)]]
+            res = [self._trim(c, job.args) for c in outs[i:i + len(job.prompts)]]
             i += len(job.prompts)
             if not job.future.done():
                 job.future.set_result(res)
 
-    def _stop(self, c: Completion, stop: Sequence[str]) -> Completion:
-        if not stop:
-            return c
+    def _trim(self, c: Completion, args: SamplingArgs) -> Completion:
+        """``c`` cut at the request's stop strings, with its own number of top log-probs."""
+        k = args.top_logprobs
+        top = tuple(alts[:k] for alts in c.top_logprobs) if k else ()
+        if not args.stop:
+            return dataclasses.replace(c, top_logprobs=top)
         from verity.rollout.hf_sampler import _apply_stop
 
         text, ids, lps, finish = _apply_stop(c.text, list(c.completion_ids), list(c.logprobs), c.finish_reason,
-                                             stop, self.sampler.tokenizer)
+                                             args.stop, self.sampler.tokenizer)
         return dataclasses.replace(c, text=text, completion_ids=tuple(ids), logprobs=tuple(lps), finish_reason=finish,
-                                   usage={**dict(c.usage), "completion_tokens": len(ids)})
+                                   usage={**dict(c.usage), "completion_tokens": len(ids)}, top_logprobs=top[:len(ids)])

@@ -128,12 +128,16 @@ class _Sampling(_Request):
 class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: Int | None = Field(None, ge=1)
+    logprobs: bool | None = None
+    top_logprobs: Int | None = Field(None, ge=0, le=20)
     tools: list[Tool] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
 
 
 class CompletionRequest(_Sampling):
     prompt: str | list[str] | list[Int] | list[list[Int]]
+    logprobs: Int | None = Field(None, ge=0, le=5)
+    echo: bool = False
 
 
 # ---------------------------------------------------------------- responses

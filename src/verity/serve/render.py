@@ -8,6 +8,7 @@ OpenAI ``tool_calls``. Streaming splits the finished text into word-sized SSE ch
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import uuid
@@ -15,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from verity.serve.protocol import APIError, ChatCompletionRequest, ChatMessage
+from verity.types import Completion
 
 TOOL_CALL_RE = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.DOTALL)
 TOOLS_SYSTEM = (
@@ -145,6 +147,61 @@ def parse_tool_calls(text: str) -> tuple[str | None, list[dict[str, Any]]]:
         return text, []
     rest = TOOL_CALL_RE.sub("", text).strip()
     return (rest or None), calls
+
+
+def _token_bytes(tokenizer: Any, token_id: int, text: str) -> list[int]:
+    """The token's own UTF-8 bytes: exact for byte-level BPE vocabularies (a token may hold part of a
+    character, which decodes to U+FFFD), else the bytes of its decoded text."""
+    piece = tokenizer.convert_ids_to_tokens(token_id)
+    table = _byte_decoder()
+    if isinstance(piece, str) and piece and all(ch in table for ch in piece):
+        return [table[ch] for ch in piece]
+    return list(text.encode("utf-8"))
+
+
+@functools.cache
+def _byte_decoder() -> dict[str, int]:
+    """Character -> byte of the GPT-2 byte-level alphabet (printable bytes stand for themselves,
+    the others are shifted to 256 + n), as byte-level BPE vocabularies spell their tokens."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    table, extra = {chr(b): b for b in printable}, 0
+    for b in range(256):
+        if b not in printable:
+            table[chr(256 + extra)] = b
+            extra += 1
+    return table
+
+
+def _token_entry(tokenizer: Any, token_id: int, logprob: float) -> dict[str, Any]:
+    text = tokenizer.decode([token_id])
+    return {"token": text, "logprob": logprob, "bytes": _token_bytes(tokenizer, token_id, text)}
+
+
+def chat_logprobs(tokenizer: Any, c: Completion) -> dict[str, Any]:
+    """A chat choice's ``logprobs`` (OpenAI shape): per completion token its text, log-prob, UTF-8
+    bytes and ``top_logprobs`` alternatives, under the sampling distribution softmax(logits / T)
+    (temperature 0: the model's softmax(logits))."""
+    tops = c.top_logprobs or [()] * len(c.completion_ids)
+    content = [{**_token_entry(tokenizer, t, lp), "top_logprobs": [_token_entry(tokenizer, i, v) for i, v in top]}
+               for t, lp, top in zip(c.completion_ids, c.logprobs, tops, strict=True)]
+    return {"content": content, "refusal": None}
+
+
+def text_logprobs(tokenizer: Any, c: Completion) -> dict[str, Any]:
+    """A text completion choice's ``logprobs`` (OpenAI legacy shape): tokens, token_logprobs,
+    top_logprobs (the k most likely plus the sampled token, as OpenAI does; tokens whose texts
+    coincide keep the larger log-prob) and text_offset (into the completion text)."""
+    ids = list(c.completion_ids)
+    tokens = [tokenizer.decode([t]) for t in ids]
+    tops = c.top_logprobs or [()] * len(ids)
+    top: list[dict[str, float]] = []
+    for n, alts in enumerate(tops):
+        d: dict[str, float] = {}
+        for i, v in [*alts, (ids[n], c.logprobs[n])]:  # most likely first: setdefault keeps the larger
+            d.setdefault(tokenizer.decode([i]), v)
+        top.append(d)
+    offsets = [len(tokenizer.decode(ids[:n], skip_special_tokens=True)) for n in range(len(ids))]
+    return {"tokens": tokens, "token_logprobs": list(c.logprobs), "top_logprobs": top, "text_offset": offsets}
 
 
 def text_chunks(text: str) -> Iterator[str]:

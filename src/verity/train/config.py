@@ -8,6 +8,7 @@ from verity.algos.advantages import ESTIMATORS, SCALES
 from verity.algos.losses import LOSS_TYPES
 from verity.config import flag
 from verity.errors import ConfigError
+from verity.types import check_sampling
 
 
 @dataclass
@@ -93,6 +94,10 @@ class RLConfig(RunFlags):
             raise ConfigError(f"--group-size {self.group_size}: GRPO needs at least 2 rollouts per group")
         if self.groups_per_batch < 1:
             raise ConfigError(f"--groups-per-batch {self.groups_per_batch}: must be >= 1")
+        check_sampling(self.max_tokens, self.temperature, self.top_p,
+                       names={k: f"--{k.replace('_', '-')}" for k in ("max_tokens", "temperature", "top_p")})
+        if self.temperature == 0:
+            raise ConfigError("--temperature 0: RL samples from the policy; greedy decoding gives nothing to train on")
         for name in ("lr", "max_tokens", "steps", "num_iterations", "micro_batch_size"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be > 0")

@@ -39,7 +39,9 @@ def add_lora(model: Any, rank: int, alpha: float | None = None) -> Any:
     # peft annotates lora_alpha as int but only divides by it (scaling = alpha / r): a float alpha is fine
     cfg = LoraConfig(r=rank, lora_alpha=alpha or 2 * rank,  # pyright: ignore[reportArgumentType]
                      lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
-    return get_peft_model(model, cfg)
+    with warnings.catch_warnings():  # peft reads a property transformers deprecated: noise on every run's stderr
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return get_peft_model(model, cfg)
 
 
 def lr_lambda(warmup: int, total: int, schedule: str = "constant", floor: float = 0.1,
