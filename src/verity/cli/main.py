@@ -7,27 +7,35 @@ import importlib
 import os
 import sys
 
-# subcommand -> module with `register(subparsers)` and `run(args, argv)`
+# subcommand -> (module with `register(subparsers)` and `run(args, argv)`, one-line help for `verity --help`).
+# Only the module of the command being run is imported, so `verity --help` and `verity eval` against an
+# endpoint never import torch; tests/test_cli_eval.py checks these lines against each module's own help.
 COMMANDS = {
-    "eval": "verity.cli.eval_cmd",
-    "train": "verity.cli.train_cmd",
-    "sft": "verity.cli.sft_cmd",
-    "merge": "verity.cli.merge_cmd",
-    "plot": "verity.cli.plot_cmd",
-    "envs": "verity.cli.envs_cmd",
-    "init": "verity.cli.init_cmd",
-    "serve": "verity.cli.serve_cmd",
-    "compare": "verity.cli.compare_cmd",
-    "demo": "verity.cli.demo_cmd",
+    "eval": ("verity.cli.eval_cmd", "evaluate a model in an environment"),
+    "train": ("verity.cli.train_cmd", "RL-train a model in an environment (GRPO family, LoRA)"),
+    "sft": ("verity.cli.sft_cmd", "supervised fine-tuning (completion-only loss)"),
+    "merge": ("verity.cli.merge_cmd", "merge a LoRA adapter into the base model and export a HF model dir"),
+    "plot": ("verity.cli.plot_cmd", "redraw a run's reward/loss curve"),
+    "envs": ("verity.cli.envs_cmd", "list available environments"),
+    "init": ("verity.cli.init_cmd", "scaffold a new environment package"),
+    "serve": ("verity.cli.serve_cmd", "serve a model over an OpenAI-compatible API"),
+    "compare": ("verity.cli.compare_cmd", "compare models on the same examples and seeds"),
+    "demo": ("verity.cli.demo_cmd", "RL-train verity-tiny on pii-masking and compare base vs trained (offline)"),
 }
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
+def build_parser(argv: list[str] | None = None) -> tuple[argparse.ArgumentParser, dict[str, object]]:
+    """The CLI parser: every command fully when ``argv`` is None, else only the command named in ``argv``
+    (the others are listed with their one-line help; their modules are not imported)."""
     parser = argparse.ArgumentParser(prog="verity", description="RL with verifiable rewards for LLMs.")
     parser.add_argument("--version", action="version", version="verity 0.1.0")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    chosen = None if argv is None else next((a for a in argv if not a.startswith("-")), "")
     mods = {}
-    for name, mod_name in COMMANDS.items():
+    for name, (mod_name, summary) in COMMANDS.items():
+        if chosen is not None and name != chosen:
+            sub.add_parser(name, help=summary, add_help=False)
+            continue
         try:
             mod = importlib.import_module(mod_name)
         except ModuleNotFoundError as e:
@@ -43,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     from verity.errors import VerityError
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser, mods = build_parser()
+    parser, mods = build_parser(argv)
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()

@@ -8,7 +8,7 @@ JSON string) and ``task`` (str). Problems are reported as one line naming column
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from verity.errors import DatasetError
@@ -84,3 +84,62 @@ def examples_from_dataset(
         info = _parse_info(row.get("info"), f"{where}, column 'info'")
         out.append(Example(id=i, prompt=prompt, answer=answer, info=info, task=task))
     return out
+
+
+class LazyRows:
+    """A dataset whose rows are built one at a time, when read (``verity eval -n 100`` on a
+    30,000-row generated set builds 100 rows).
+
+    Supports what :func:`examples_from_dataset` reads (``len``, ``column_names``, ``select``,
+    iteration, ``rows[i]``); anything else (``map``, ``filter``, ``rows[:5]``, ``rows["answer"]``,
+    …) is answered by a ``datasets.Dataset`` of all rows, built on first such use.
+    """
+
+    def __init__(self, row: Callable[[int], dict[str, Any]], n: int, column_names: Sequence[str],
+                 indices: Sequence[int] | None = None):
+        self._row, self._n, self._idx = row, n, indices
+        self.column_names = list(column_names)
+        self._full: Any = None
+
+    def __len__(self) -> int:
+        return self._n if self._idx is None else len(self._idx)
+
+    @property
+    def num_rows(self) -> int:
+        return len(self)
+
+    def _at(self, i: int) -> dict[str, Any]:
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"row {i} out of range for a dataset of {n} rows")
+        i %= n
+        return self._row(i if self._idx is None else self._idx[i])
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return (self._at(i) for i in range(len(self)))
+
+    def select(self, indices: Any) -> LazyRows:
+        """The rows at ``indices`` (still built lazily)."""
+        base = range(self._n) if self._idx is None else self._idx
+        return LazyRows(self._row, self._n, self.column_names, [base[i] for i in indices])
+
+    def to_list(self) -> list[dict[str, Any]]:
+        return list(self)
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, int):
+            return self._at(key)
+        return self.to_dataset()[key]
+
+    def to_dataset(self) -> Any:
+        """All rows as a ``datasets.Dataset`` (built once)."""
+        if self._full is None:
+            from datasets import Dataset
+
+            self._full = Dataset.from_list(self.to_list())
+        return self._full
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.to_dataset(), name)

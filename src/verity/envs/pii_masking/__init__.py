@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from verity.envs.base import SingleTurnEnv
+from verity.envs.dataset import LazyRows
 from verity.errors import ConfigError, DatasetError
 from verity.parsers.xml import XMLParser
 from verity.rubrics.rubric import Rubric
@@ -54,11 +55,8 @@ def pii_count_reward(completion: Any, info: dict) -> float:
     return float(got.count("[PII]") == int(info["pii_count"]))
 
 
-def _load_rows(data_source: str | None, num_rows: int, seed: int) -> list[dict[str, Any]]:
-    if data_source is None or data_source == "synthetic":
-        from verity.envs.pii_masking.generator import generate_rows
-
-        return generate_rows(num_rows, seed=seed)
+def _load_rows(data_source: str) -> list[dict[str, Any]]:
+    """Rows of a hub dataset id or a local JSONL/Parquet file, checked and completed."""
     from datasets import load_dataset
 
     p = Path(data_source)
@@ -95,27 +93,38 @@ def _load_rows(data_source: str | None, num_rows: int, seed: int) -> list[dict[s
 
 def load_environment(num_train_examples: int = -1, num_eval_examples: int = -1, random_seed: int = 42,
                      data_source: str | None = None, num_rows: int = DEFAULT_NUM_ROWS) -> SingleTurnEnv:
-    """The PII-masking environment. Eval split = ``num_eval_examples`` rows or 20%."""
-    from datasets import Dataset
+    """The PII-masking environment. Eval split = ``num_eval_examples`` rows or 20%.
 
+    Generated rows (the default) are built when first read, so evaluating 100 examples builds
+    100 rows; the splits are the same rows as building all ``num_rows`` and shuffling them.
+    """
     if num_rows < 2:
         raise ConfigError(f"num_rows={num_rows}: need at least 2 rows")
-    rows = _load_rows(data_source, num_rows, random_seed)
-    order = list(range(len(rows)))
+    synthetic = data_source is None or data_source == "synthetic"
+    if synthetic:
+        from verity.envs.pii_masking.generator import row_builder
+
+        n, row = num_rows, row_builder(num_rows, seed=random_seed)
+    else:
+        rows = _load_rows(data_source)
+        n, row = len(rows), rows.__getitem__
+    order = list(range(n))
     random.Random(random_seed).shuffle(order)
-    n_eval = num_eval_examples if num_eval_examples >= 0 else max(1, len(rows) // 5)
-    if n_eval >= len(rows):
-        raise ConfigError(f"num_eval_examples={n_eval} leaves no training rows (dataset has {len(rows)})")
-    eval_rows = [rows[i] for i in order[:n_eval]]
-    train_rows = [rows[i] for i in order[n_eval:]]
-    if num_train_examples >= 0:
-        train_rows = train_rows[:num_train_examples]
+    n_eval = num_eval_examples if num_eval_examples >= 0 else max(1, n // 5)
+    if n_eval >= n:
+        raise ConfigError(f"num_eval_examples={n_eval} leaves no training rows (dataset has {n})")
+    train_idx = order[n_eval:] if num_train_examples < 0 else order[n_eval:][:num_train_examples]
+
+    def split(indices: list[int]) -> Any:
+        rows = LazyRows(row, n, ("question", "answer", "info", "task"), indices)
+        return rows if synthetic else rows.to_dataset()
+
     rubric = Rubric(
         [exact_match_reward, pii_count_reward, parser.get_format_reward_func()], [1.0, 0.5, 0.1], parser=parser
     )
     return SingleTurnEnv(
-        dataset=Dataset.from_list(train_rows) if train_rows else None,
-        eval_dataset=Dataset.from_list(eval_rows), system_prompt=SYSTEM_PROMPT, parser=parser, rubric=rubric,
+        dataset=split(train_idx) if train_idx else None,
+        eval_dataset=split(order[:n_eval]), system_prompt=SYSTEM_PROMPT, parser=parser, rubric=rubric,
         sampling_args={"max_tokens": 256},  # the longest masked answers are ~110 tokens with tags
     )
 
