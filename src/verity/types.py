@@ -272,3 +272,12 @@ class SandboxResult:
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+
+@dataclass(frozen=True)
+class DoctorCheck:
+    """One line of ``verity doctor``: a named check and its outcome."""
+
+    name: str
+    status: Literal["pass", "warn", "fail"]
+    detail: str

@@ -21,6 +21,7 @@ COMMANDS = {
     "serve": ("verity.cli.serve_cmd", "serve a model over an OpenAI-compatible API"),
     "compare": ("verity.cli.compare_cmd", "compare models on the same examples and seeds"),
     "demo": ("verity.cli.demo_cmd", "RL-train verity-tiny on pii-masking and compare base vs trained (offline)"),
+    "doctor": ("verity.cli.doctor_cmd", "check an environment: dataset, rewards, reward-hacking probes, rollouts"),
 }
 
 

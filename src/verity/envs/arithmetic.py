@@ -1,6 +1,10 @@
 """``arithmetic``: small integer arithmetic, answer inside ``<answer>`` tags.
 
-Reward = 1.0 × correct value (numeric comparison) + 0.1 × format. Offline, deterministic data.
+Reward = 1.0 × ``correct_answer`` + 0.1 × format. ``correct_answer`` comes from
+:class:`~verity.rubrics.math_rubric.MathRubric`: the ``<answer>`` field (or, without tags, the
+last ``\\boxed{..}``) compared with the gold value by `math-verify` (``-7``, ``-7.0``, ``\\boxed{-7}``,
+``$-7$`` all count); without the ``math`` extra installed it compares plain numbers and warns once.
+Offline, deterministic data. Reward functions are module-level, so the environment pickles.
 """
 
 from __future__ import annotations
@@ -9,7 +13,8 @@ import random
 
 from verity.envs.base import SingleTurnEnv
 from verity.parsers.xml import XMLParser
-from verity.rubrics.rubric import Rubric
+from verity.rubrics.funcs import format_reward
+from verity.rubrics.math_rubric import MathRubric
 
 SYSTEM_PROMPT = "Compute the value of the expression. Answer with the number inside <answer>...</answer>."
 
@@ -30,15 +35,7 @@ def load_environment(num_train_examples: int = 2000, num_eval_examples: int = 20
     from datasets import Dataset
 
     parser = XMLParser(["answer"], answer_field="answer")
-
-    def correct_answer_reward(completion, answer) -> float:
-        got = (parser.parse_answer(completion) or "").replace(",", "").strip()
-        try:
-            return float(float(got) == float(answer))
-        except ValueError:
-            return 0.0
-
-    rubric = Rubric([correct_answer_reward, parser.get_format_reward_func()], [1.0, 0.1], parser=parser)
+    rubric = MathRubric([format_reward], [0.1], parser=parser)
     train = Dataset.from_list(make_rows(num_train_examples, random_seed, max_operand))
     test = Dataset.from_list(make_rows(num_eval_examples, random_seed + 1, max_operand))
     return SingleTurnEnv(dataset=train, eval_dataset=test, system_prompt=SYSTEM_PROMPT, parser=parser, rubric=rubric)

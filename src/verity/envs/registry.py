@@ -1,7 +1,7 @@
 """Finding environments by id: built-ins, installed plugins, local files and modules.
 
 Lookup order for ``load_environment(env_id, **env_args)``:
-1. built-in ids (``pii-masking``, ``reverse-text``, ``arithmetic``);
+1. built-in ids (``pii-masking``, ``reverse-text``, ``arithmetic``, ``code-tests``);
 2. installed packages registering ``NAME = "module:load_environment"`` under the
    entry-point group ``verity.environments``;
 3. a path to a ``.py`` file exposing ``load_environment(**kwargs)``;
@@ -27,6 +27,7 @@ BUILTINS = {
     "pii-masking": "verity.envs.pii_masking",
     "reverse-text": "verity.envs.reverse_text",
     "arithmetic": "verity.envs.arithmetic",
+    "code-tests": "verity.envs.code_tests",
 }
 
 
