@@ -20,6 +20,7 @@ n×r; wall times are medians over ``--repeats``. Per-rollout client time = (full
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -28,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -189,7 +191,8 @@ def print_report(res: dict[str, Any]) -> None:
         rows.append([c, r["startup_wall_s"], r["full_wall_s"], r["per_rollout_ms"], r.get("loop_s"),
                      (r["full_wall_s"] / base) if base else None])
     print(f"n={res['n']} r={res['r']} c={res['c']} t={res['max_tokens']} ({res['n'] * res['r']} rollouts), "
-          f"server: verity serve, hidden {res['server']['hidden']}, {res['server']['layers']} layers")
+          + ("server: benchmarks.instant_server (answers at once)" if res["server"]["kind"] == "instant" else
+             f"server: verity serve, hidden {res['server']['hidden']}, {res['server']['layers']} layers"))
     print_table(["client", "start-up s (n=1,r=1)", "wall s (n×r)", "ms/rollout", "request loop s", "wall ÷ verity"],
                 rows)
     if res.get("ratio_verifiers_over_verity"):
@@ -206,6 +209,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("-a", "--env-args", default="{}", help="JSON args for the pii-masking environment (both clients)")
     p.add_argument("--repeats", type=int, default=3, help="runs per client; medians are reported")
     p.add_argument("--clients", type=lambda s: s.split(","), default=list(CLIENTS), help=",".join(CLIENTS))
+    p.add_argument("--server", choices=("serve", "instant"), default="serve",
+                   help="serve: verity serve with a tiny model; instant: benchmarks.instant_server (no model), "
+                        "for start-up and client overhead alone")
     p.add_argument("--hidden", type=int, default=64, help="served model width")
     p.add_argument("--layers", type=int, default=2, help="served model depth")
     p.add_argument("--timeout", type=float, default=900.0, help=argparse.SUPPRESS)
@@ -214,6 +220,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("-b", "--base-url", help=argparse.SUPPRESS)
     p.add_argument("-m", "--model", help=argparse.SUPPRESS)
     return p.parse_args(argv)
+
+
+@contextlib.contextmanager
+def instant_server() -> Iterator[str]:
+    """:mod:`benchmarks.instant_server` on a free loopback port; yields its base URL."""
+    import httpx
+
+    from verity.serve.launch import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.instant_server", str(port)], cwd=REPO)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1.0).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("benchmarks.instant_server did not start") from None
+                time.sleep(0.2)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -226,15 +257,20 @@ def main(argv: list[str] | None = None) -> int:
     name = "bench-tiny"
     with tempfile.TemporaryDirectory(prefix="bench-eval-") as root:
         tempfile.tempdir = root  # the model, every client's cwd and verity's -o dirs go here, removed at the end
-        model_dir = build_server_model(tempfile.mkdtemp(prefix="serve-"), a.hidden, a.layers)
-        with ServerProcess(model_dir, "--served-model-name", name, "--max-batch-size", str(a.concurrency),
-                           "--max-queue", str(max(256, 2 * a.concurrency))) as srv:
-            warm_up(srv.base_url, name, a.max_tokens)
-            clients = measure(a, srv.base_url, name)
+        if a.server == "instant":
+            with instant_server() as url:
+                clients = measure(a, url, "m")
+        else:
+            model_dir = build_server_model(tempfile.mkdtemp(prefix="serve-"), a.hidden, a.layers)
+            with ServerProcess(model_dir, "--served-model-name", name, "--max-batch-size", str(a.concurrency),
+                               "--max-queue", str(max(256, 2 * a.concurrency))) as srv:
+                warm_up(srv.base_url, name, a.max_tokens)
+                clients = measure(a, srv.base_url, name)
         tempfile.tempdir = None
     res: dict[str, Any] = {"n": a.num_examples, "r": a.rollouts_per_example, "c": a.concurrency,
                            "max_tokens": a.max_tokens, "repeats": a.repeats, "clients": clients,
-                           "server": {"hidden": a.hidden, "layers": a.layers}, "machine": machine_info()}
+                           "server": {"kind": a.server, "hidden": a.hidden, "layers": a.layers},
+                           "machine": machine_info()}
     v, f = clients.get("verity", {}), clients.get("verifiers", {})
     if "full_wall_s" in v and "full_wall_s" in f:
         res["ratio_verifiers_over_verity"] = f["full_wall_s"] / v["full_wall_s"]

@@ -34,12 +34,12 @@ from benchmarks.common import (
     make_words,
     median,
     num_params,
-    peak_rss_mb,
     print_table,
     prompt_text,
     run_child,
     vowel_fraction,
 )
+from verity.utils import peak_rss_mb
 
 TOOLS = ("verity", "trl-fp32", "trl-bf16")
 

@@ -26,7 +26,8 @@ import sys
 import time
 from typing import Any
 
-from benchmarks.common import CONFIGS, GRPOBench, machine_info, median, num_params, peak_rss_mb
+from benchmarks.common import CONFIGS, GRPOBench, machine_info, median, num_params
+from verity.utils import peak_rss_mb
 
 
 def matmul_peak(dtype_name: str, n: int = 2048, repeats: int = 5, inner: int = 3) -> dict[str, float]:

@@ -38,5 +38,6 @@ def load_environment(**env_args: Any) -> vf.Environment:
 
     rubric = vf.Rubric(funcs=[exact_match_reward, pii_count_reward, parser.get_format_reward_func()],
                        weights=[1.0, 0.5, 0.1], parser=parser)
-    return vf.SingleTurnEnv(eval_dataset=data.eval_dataset, system_prompt=SYSTEM_PROMPT, parser=parser,
-                            rubric=rubric)
+    ds = data.eval_dataset  # generated rows come lazily (LazyRows): verifiers gets them as a datasets.Dataset
+    return vf.SingleTurnEnv(eval_dataset=getattr(ds, "to_dataset", lambda: ds)(), system_prompt=SYSTEM_PROMPT,
+                            parser=parser, rubric=rubric)

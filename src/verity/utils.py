@@ -1,5 +1,5 @@
 """Small shared helpers: atomic file writes, JSON lines, output directories, running a coroutine,
-versions, git commit."""
+versions, git commit, peak memory."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -104,6 +105,40 @@ def default_out_dir(kind: str, *names: str) -> str:
     def slug(s: str) -> str:
         return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(s).name if "/" in s and Path(s).exists() else s)[-40:]
     return f"outputs/{kind}/{'--'.join(slug(n) for n in names)}--{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def peak_rss_mb() -> float | None:
+    """Peak resident memory of this process so far, in MiB (what ``/usr/bin/time -v`` reports as
+    "Maximum resident set size"); None where the OS does not report it."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows
+        return None
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(kib / (1024 if sys.platform != "darwin" else 1024 * 1024), 1)  # macOS reports bytes
+
+
+def return_freed_memory(threshold_mb: int = 4) -> bool:
+    """Make glibc's malloc give freed blocks of ``threshold_mb`` MiB or more back to the OS.
+
+    A training step allocates and frees gigabytes of activations in blocks of a few MiB. By
+    default glibc keeps freed blocks below its dynamic mmap threshold (up to 32 MiB) in its heaps,
+    one heap per thread that allocated (the sampler decodes in a worker thread), and reuses them
+    only for requests that fit: a 100-step RL run held 7 GB for a 2 GB working set. Blocks above
+    the threshold are mapped and unmapped instead, so resident memory follows what is live. Only
+    where the allocation comes from changes, never a value. Returns False where the C library
+    is not glibc (nothing is changed).
+    """
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    size = threshold_mb << 20
+    return bool(mallopt(m_mmap_threshold, size)) and bool(mallopt(m_trim_threshold, size))
 
 
 def versions() -> dict[str, str]:

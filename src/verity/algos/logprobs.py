@@ -8,6 +8,8 @@ upcast to float32 for numerical safety when the logits are bf16/fp16.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 __all__ = ["entropy_from_logits", "selective_log_softmax"]
@@ -53,15 +55,58 @@ def selective_log_softmax(
         )
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    out = []
-    for b in range(logits.shape[0]):
-        row = _prepare_rows(logits[b], temperature)  # [T, V]
-        chosen = row.gather(-1, index[b].unsqueeze(-1)).squeeze(-1)  # [T]
-        out.append(chosen - torch.logsumexp(row, dim=-1))  # [T]
-    if not out:
+    if logits.shape[0] == 0:
         dtype = torch.float32 if logits.dtype in _LOW_PRECISION else logits.dtype
         return logits.new_zeros(index.shape, dtype=dtype)
-    return torch.stack(out, dim=0)  # [B, T]
+    return _SelectiveLogSoftmax.apply(logits, index, temperature)  # [B, T]
+
+
+class _SelectiveLogSoftmax(torch.autograd.Function):
+    """:func:`selective_log_softmax` one batch row at a time, in forward and in backward.
+
+    Left to autograd, the per-row code keeps a float32 copy of every row for backward
+    (B·T·V·4 bytes) and builds one zero-filled [B, T, V] gradient per row, summed into the
+    gradient of ``logits``. Here backward keeps only ``logits`` itself and the per-token
+    logsumexp, recomputes each row's float32 copy, and writes all rows into one gradient
+    tensor. The operations and their order are autograd's own (gather → scatter_add,
+    logsumexp → ``grad · exp(x − lse)``, the sum of both, ÷ temperature, cast, accumulate),
+    so the gradient has the same bits; ``tests/test_algos.py`` compares the two.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, logits: torch.Tensor, index: torch.Tensor, temperature: float) -> torch.Tensor:
+        B = logits.shape[0]
+        dtype = torch.float32 if logits.dtype in _LOW_PRECISION else logits.dtype
+        out = logits.new_empty(index.shape, dtype=dtype)  # [B, T]
+        lse = logits.new_empty(index.shape, dtype=dtype)  # [B, T]
+        for b in range(B):
+            row = _prepare_rows(logits[b], temperature)  # [T, V]
+            chosen = row.gather(-1, index[b].unsqueeze(-1)).squeeze(-1)  # [T]
+            lse[b] = torch.logsumexp(row, dim=-1)
+            out[b] = chosen - lse[b]
+        ctx.save_for_backward(logits, index, lse)
+        ctx.temperature = temperature
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        logits, index, lse = ctx.saved_tensors
+        T = ctx.temperature
+        B = logits.shape[0]
+        grad_logits = torch.zeros_like(logits)  # [B, T, V]
+        for b in range(B):
+            row = _prepare_rows(logits[b], T)  # [T, V], recomputed: the same bits as in forward
+            g = grad[b].unsqueeze(-1)  # [T, 1]
+            d = torch.zeros_like(row).scatter_add_(-1, index[b].unsqueeze(-1), g) \
+                + (-g) * (row - lse[b].unsqueeze(-1)).exp()  # [T, V]
+            if T != 1.0:
+                d = d / T
+            d = d.to(logits.dtype)
+            if B == 1:
+                grad_logits[b] = d
+            else:  # autograd sums the rows' zero-padded gradients: x + 0 (which turns -0 into +0)
+                grad_logits[b] += d
+        return grad_logits, None, None
 
 
 def entropy_from_logits(

@@ -10,9 +10,10 @@ materialising a [B, T, V] log-softmax.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 import torch
@@ -82,6 +83,33 @@ def shared_prefix_index(ids: torch.Tensor, attn: torch.Tensor, C: int,
     return first, inverse
 
 
+@contextlib.contextmanager
+def recomputed_mlps(model: Any) -> Iterator[int]:
+    """Within the block, every module named ``mlp`` (the feed-forward block of each decoder layer
+    in Qwen2/Llama-style models) keeps only its input for backward and recomputes its forward
+    there (``torch.utils.checkpoint``); yields how many it wrapped.
+
+    The MLP's intermediate activations ([tokens, intermediate] several times per layer) are
+    the largest part of a training step's memory on small models; recomputing them costs one
+    more MLP forward per step and gives the same gradient bits (same kernels on the same
+    inputs, under the same autocast state).
+    """
+    from torch.utils.checkpoint import checkpoint
+
+    mods = [m for name, m in model.named_modules() if name.rsplit(".", 1)[-1] == "mlp"]
+    own = [m.__dict__.get("forward") for m in mods]  # an instance-level forward (hooks) to restore
+    for m in mods:
+        m.forward = functools.partial(checkpoint, m.forward, use_reentrant=False)
+    try:
+        yield len(mods)
+    finally:
+        for m, f in zip(mods, own, strict=True):
+            if f is None:
+                del m.forward
+            else:
+                m.forward = f
+
+
 class LocalLearner:
     """Trains a model in this process; bf16 autocast where the hardware is fast at it."""
 
@@ -98,6 +126,9 @@ class LocalLearner:
         self.device = next(model.parameters()).device
         self.share_prefixes = True
         """Run each distinct prompt once per micro-batch (see :func:`shared_prefix_index`)."""
+        self.recompute_mlp = True
+        """Recompute each decoder layer's MLP in backward instead of keeping its activations
+        (see :func:`recomputed_mlps`)."""
 
     def autocast(self) -> Any:
         if self.autocast_dtype is None or self.autocast_dtype == torch.float32:
@@ -156,7 +187,8 @@ class LocalLearner:
     def forward_backward(self, batch: Batch, loss_fn: LossFn, scale: float = 1.0) -> dict[str, float]:
         """Accumulate gradients of ``scale × loss_fn(logprobs, batch)``; returns detached metrics."""
         self.model.train()
-        lp, ent = self.completion_logprobs(batch, with_entropy=True)
+        with recomputed_mlps(self.model) if self.recompute_mlp else contextlib.nullcontext():
+            lp, ent = self.completion_logprobs(batch, with_entropy=True)
         loss, metrics = loss_fn(lp, batch)
         (loss * scale).backward()
         mask = batch.loss_mask.to(lp.device)

@@ -7,7 +7,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from verity.utils import append_jsonl, atomic_write_json, git_commit, read_jsonl, rewrite_jsonl, versions
+from verity.utils import (
+    append_jsonl,
+    atomic_write_json,
+    git_commit,
+    peak_rss_mb,
+    read_jsonl,
+    rewrite_jsonl,
+    versions,
+)
 
 
 def write_manifest(run_dir: Path, kind: str, config: Any, env_id: str | None = None,
@@ -33,7 +41,8 @@ class MetricsLog:
             self.path.unlink()
 
     def log(self, record: dict[str, Any]) -> None:
-        append_jsonl(self.path, [record])
+        """Append ``record`` with ``peak_rss_mb``, the process's peak resident memory so far."""
+        append_jsonl(self.path, [{**record, "peak_rss_mb": peak_rss_mb()}])
 
 
 def _num(v: float) -> str:

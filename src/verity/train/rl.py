@@ -56,6 +56,9 @@ class RLTrainer:
 
     def __init__(self, env: Environment, model: Any, config: RLConfig):
         config.validate()
+        from verity.utils import return_freed_memory
+
+        return_freed_memory()  # resident memory follows the live tensors, not the largest step so far
         if isinstance(model, str):
             config.model = model  # the manifest records the model actually trained
         self.env, self.cfg = env, config
