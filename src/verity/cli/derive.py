@@ -35,8 +35,8 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
             parser.add_argument(f.name, help=help_, nargs="?" if has_default else None, default=default)
             continue
         flags = list(f.metadata.get("flags", ())) or ["--" + f.name.replace("_", "-")]
-        shown = f" (default: {default})" if default not in (None, False, "") else ""
-        kw: dict[str, Any] = {"dest": f.name, "help": help_ + shown}
+        help_ += f" (default: {default})" if default not in (None, False, "") else ""
+        kw: dict[str, Any] = {"dest": f.name, "help": help_.replace("%", "%%")}  # argparse %-formats help
         if tp is bool:
             kw["action"] = argparse.BooleanOptionalAction
             kw["default"] = default
