@@ -61,6 +61,16 @@ def disk_full_as_error(what: str | os.PathLike[str]) -> Iterator[None]:
         raise
 
 
+def output_dir_path(path: str | os.PathLike[str], flag: str = "-o") -> Path:
+    """``path`` as an output directory: a one-line error when it exists as a file."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        from verity.errors import ConfigError
+
+        raise ConfigError(f"{flag} {path}: is a file, not a directory")
+    return p
+
+
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` to ``path`` via a temp file + rename, so readers never see half a file."""
     path = Path(path)

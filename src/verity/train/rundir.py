@@ -23,6 +23,7 @@ from typing import Any
 
 from verity.errors import ConfigError
 from verity.train.checkpoint import latest_checkpoint, read_trainer_state
+from verity.utils import output_dir_path
 
 LOCK_NAME = ".lock"
 # what a verity run writes into its folder; --overwrite deletes exactly these
@@ -80,8 +81,7 @@ def check_run_dir(run_dir: str | Path, resume: bool, overwrite: bool) -> None:
     run_dir = Path(run_dir)
     if resume and overwrite:
         raise ConfigError("--resume and --overwrite contradict each other: continue the run or start clean")
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError(f"-o {run_dir}: is a file, not a directory")
+    output_dir_path(run_dir)
     contents = [p.name for p in run_dir.iterdir() if p.name != LOCK_NAME] if run_dir.is_dir() else []
     if resume:
         if latest_checkpoint(run_dir) is None:
