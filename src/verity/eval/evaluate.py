@@ -97,27 +97,25 @@ async def evaluate(
     examples = env.get_examples(split, num_examples)
     jobs = [(ex, r) for ex in examples for r in range(rollouts_per_example)]
     out = output_dir_path(out_dir) if out_dir is not None else None
-    records: list[dict[str, Any]] = []
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        res_path = out / "results.jsonl"
-        if resume:
-            records = read_jsonl(res_path)
-            rewrite_jsonl(res_path, records)  # drop a torn last line
-        elif res_path.exists() and res_path.stat().st_size > 0:
-            raise ConfigError(f"{res_path} already has results; pass --resume to continue it or choose another -o")
-    done = {(r["example_id"], r["rollout_idx"]) for r in records}
-    todo = [(ex, r) for ex, r in jobs if (ex.id, r) not in done]
     meta = {
         "env": getattr(env, "env_id", type(env).__name__), "env_args": getattr(env, "env_args", {}),
         "model": getattr(sampler, "name", "?"), "sampling_args": _args_dict(args), "seed": seed,
         "num_examples": len(examples), "rollouts_per_example": rollouts_per_example,
         "versions": versions(), "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "status": "running",
     }
+    records: list[dict[str, Any]] = []
     if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        res_path = out / "results.jsonl"
         if resume:
             check_resume_metadata(out / "metadata.json", meta)
+            records = read_jsonl(res_path)
+            rewrite_jsonl(res_path, records)  # drop a torn last line
+        elif res_path.exists() and res_path.stat().st_size > 0:
+            raise ConfigError(f"{res_path} already has results; pass --resume to continue it or choose another -o")
         atomic_write_json(out / "metadata.json", meta)
+    done = {(r["example_id"], r["rollout_idx"]) for r in records}
+    todo = [(ex, r) for ex, r in jobs if (ex.id, r) not in done]
     size = chunk_size or getattr(sampler, "batch_size", None) or 64
     if on_progress:
         on_progress(len(jobs) - len(todo), len(jobs))
