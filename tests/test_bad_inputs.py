@@ -20,7 +20,7 @@ import pytest
 VOWEL_ENV = str(Path(__file__).parent / "data" / "vowel_env.py")
 RL = ["--group-size", "2", "--groups-per-batch", "2", "--max-tokens", "4", "--save-every", "1"]
 
-# runs a CLI command on a disk that is full when metrics.jsonl is appended to (ENOSPC from write)
+# runs a CLI command on a disk that is full when metrics.jsonl or results.jsonl is appended to (ENOSPC)
 DISK_FULL = """
 import builtins, errno, os, sys
 real_open = builtins.open
@@ -32,7 +32,7 @@ class Full:
     def __getattr__(self, k): return getattr(self.f, k)
 def full_open(file, mode="r", *a, **k):
     f = real_open(file, mode, *a, **k)
-    return Full(f) if str(file).endswith("metrics.jsonl") and "a" in mode else f
+    return Full(f) if str(file).endswith(("metrics.jsonl", "results.jsonl")) and "a" in mode else f
 builtins.open = full_open
 from verity.cli.main import main
 main(sys.argv[1:])
@@ -121,6 +121,9 @@ ROWS = [
     Row("train-disk-full", ["train", "{env}", "-m", "{model}", *RL, "--lora-rank", "0", "--steps", "3",
                             "--resume", "-o", "{run}"], "disk full: could not write", wrapper=DISK_FULL,
         may_change=("run/manifest.json",)),
+    Row("eval-disk-full", ["eval", "{env}", "-m", "{model}", "-n", "3", "-r", "1", "-t", "4", "--resume",
+                           "-o", "{ev}"], "disk full: could not write", wrapper=DISK_FULL,
+        may_change=("ev/metadata.json",)),
     # --- models and outputs (Low) ---
     Row("train-truncated-model", ["train", "{env}", "-m", "{d}/badmodel", *RL, "-o", "{d}/x"],
         "weights (*.safetensors) are truncated or corrupt", setup=_truncate("badmodel/model.safetensors")),
