@@ -76,7 +76,7 @@ def build_config(cls: type[C], ns: argparse.Namespace, argv: list[str]) -> C:
 def _checked_toml_value(cls: type, name: str, v: Any, cfg_file: str) -> Any:
     """A TOML value of the field's type (an int where a float is wanted is fine), else a one-line error."""
     f = next(f for f in dataclasses.fields(cls) if f.name == name)
-    tp, _ = _base_type(typing.get_type_hints(cls)[name])
+    tp, _ = base_type(typing.get_type_hints(cls)[name])
     if typing.get_origin(tp) in (list, tuple):
         ok = isinstance(v, list) and all(isinstance(x, str) for x in v)
         want = "a list of strings"

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from verity.errors import CheckpointError, VerityError
-from verity.utils import atomic_write_json, atomic_write_text, disk_full_as_error, set_file_modes
+from verity.utils import atomic_write_json, atomic_write_text, disk_full_as_error, output_dir_path, set_file_modes
 
 STEP_RE = re.compile(r"step_(\d+)")
 
@@ -200,6 +200,7 @@ def save_merged(model: Any, tokenizer: Any, out_dir: str | Path, dtype: torch.dt
         model = model.merge_and_unload()
     if dtype is not None:
         model = model.to(dtype)
+    output_dir_path(out_dir)  # save_pretrained into a file logs an error and writes nothing
     with disk_full_as_error(out_dir):
         model.save_pretrained(out_dir, safe_serialization=True)
         tokenizer.save_pretrained(out_dir)
@@ -211,6 +212,7 @@ def merge_run(run_dir: str, out_dir: str, checkpoint: str | None = None) -> Path
     """Merge (or, for full fine-tunes, copy) a run's checkpoint into ``out_dir`` as a float32 HF model."""
     from verity.models.loading import load_model
 
+    output_dir_path(out_dir)  # before loading anything
     run = Path(run_dir)
     manifest = run / "manifest.json"
     if not manifest.is_file():
