@@ -136,7 +136,8 @@ def main() -> None:
     if args.data_only:
         print(f"wrote {len(convs)} conversations to {args.data_cache}")
         return
-    init_dir = Path(args.init) if args.init else Path(args.run_dir) / "init"
+    # the random init lives next to the run folder, which SFT requires empty unless resuming
+    init_dir = Path(args.init) if args.init else Path(f"{args.run_dir.rstrip('/')}-init")
     if args.init and not (init_dir / "config.json").is_file():
         raise SystemExit(f"--init {args.init}: not a model directory (no config.json)")
     if not args.init and not (args.resume and (init_dir / "config.json").is_file()):

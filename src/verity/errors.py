@@ -28,3 +28,11 @@ class ContextLengthError(ConfigError):
         self.prompt_tokens, self.max_tokens, self.context = prompt_tokens, max_tokens, context
         super().__init__(f"{name} {max_tokens}: a prompt of {prompt_tokens} tokens plus {max_tokens} completion "
                          f"tokens exceeds the model's context window of {context} tokens")
+
+
+class CheckpointError(VerityError):
+    """A checkpoint or run folder that is corrupt, unsafe to load, or does not match the run being resumed."""
+
+
+class DiskFullError(VerityError):
+    """A write failed because the disk (or quota) is full; what was written before is kept."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import os
 import re
@@ -13,11 +14,62 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Coroutine, Iterable
+from collections.abc import Coroutine, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+from verity.errors import DiskFullError, VerityError
+
 T = TypeVar("T")
+
+# Errors that mean "no space left": ENOSPC/EDQUOT from the OS, and torch's zip writer reporting a
+# short write ("unexpected pos N vs M", "file write failed") when the disk filled up under it.
+_DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+_DISK_FULL_TEXT = ("unexpected pos", "file write failed", "No space left on device")
+
+
+def file_mode() -> int:
+    """The one mode of every file verity writes: 0o666 minus the umask, like ``open()`` and the
+    files torch/transformers write next to ours (0644 under the usual umask 022)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def set_file_modes(directory: str | os.PathLike[str]) -> None:
+    """Give every file under ``directory`` :func:`file_mode` (safetensors writes 0600, the rest 0644)."""
+    mode = file_mode()
+    for p in Path(directory).rglob("*"):
+        if p.is_file() and not p.is_symlink():
+            os.chmod(p, mode)
+
+
+def is_disk_full(e: BaseException) -> bool:
+    if isinstance(e, OSError) and e.errno in _DISK_FULL_ERRNOS:
+        return True
+    return isinstance(e, (OSError, RuntimeError)) and any(t in str(e) for t in _DISK_FULL_TEXT)
+
+
+@contextlib.contextmanager
+def disk_full_as_error(what: str | os.PathLike[str]) -> Iterator[None]:
+    """Turn a disk-full failure inside the block into a one-line :class:`DiskFullError` naming ``what``."""
+    try:
+        yield
+    except (OSError, RuntimeError) as e:
+        if is_disk_full(e):
+            raise DiskFullError(f"disk full: could not write {what}; free some space (files written "
+                                "before are intact)") from None
+        raise
+
+
+def output_dir_path(path: str | os.PathLike[str], flag: str = "-o") -> Path:
+    """``path`` as an output directory: a one-line error when it exists as a file."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        from verity.errors import ConfigError
+
+        raise ConfigError(f"{flag} {path}: is a file, not a directory")
+    return p
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
@@ -26,7 +78,8 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with disk_full_as_error(path), os.fdopen(fd, "w", encoding="utf-8") as f:
+            os.fchmod(f.fileno(), file_mode())  # mkstemp makes 0600; run files all get one mode
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
@@ -46,7 +99,7 @@ def _jsonl_line(r: dict[str, Any]) -> str:
 
 def append_jsonl(path: str | os.PathLike[str], records: Iterable[dict[str, Any]]) -> None:
     """Append whole lines and fsync: a kill leaves at most one partial last line."""
-    with open(path, "a", encoding="utf-8") as f:
+    with disk_full_as_error(path), open(path, "a", encoding="utf-8") as f:
         for r in records:
             f.write(_jsonl_line(r))
         f.flush()
@@ -59,7 +112,8 @@ def rewrite_jsonl(path: str | os.PathLike[str], records: Iterable[dict[str, Any]
 
 
 def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Read a JSON-lines file, skipping a truncated last line left by a kill."""
+    """Read a JSON-lines file, skipping a truncated last line left by a kill; any other bad
+    line is a :class:`VerityError` naming the file and line."""
     out = []
     p = Path(path)
     if not p.exists():
@@ -70,10 +124,10 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
             continue
         try:
             out.append(json.loads(line))
-        except json.JSONDecodeError:
+        except json.JSONDecodeError as e:
             if i == len(lines) - 1:
                 break
-            raise
+            raise VerityError(f"{p} line {i + 1}: not valid JSON ({e.msg}); repair or remove that line") from None
     return out
 
 

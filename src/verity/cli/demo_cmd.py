@@ -75,7 +75,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
                   lr=cfg.lr, max_tokens=cfg.max_tokens, lora_rank=cfg.lora_rank, steps=cfg.steps,
                   loss=cfg.loss, scale_rewards=cfg.scale_rewards,
                   save_every=max(1, cfg.steps // 4), output_dir=str(out / "run"), seed=cfg.seed,
-                  eval_every=0, eval_examples=0)
+                  eval_every=0, eval_examples=0, overwrite=True)  # a killed demo's partial run is redone
     trainer = RLTrainer(load_environment("pii-masking"), cfg.model, rl)
     trainer.train()
     print(f"[2/3] merge → {out / 'trained'}", flush=True)

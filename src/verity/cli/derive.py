@@ -35,8 +35,8 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
             parser.add_argument(f.name, help=help_, nargs="?" if has_default else None, default=default)
             continue
         flags = list(f.metadata.get("flags", ())) or ["--" + f.name.replace("_", "-")]
-        shown = f" (default: {default})" if default not in (None, False, "") else ""
-        kw: dict[str, Any] = {"dest": f.name, "help": help_ + shown}
+        help_ += f" (default: {default})" if default not in (None, False, "") else ""
+        kw: dict[str, Any] = {"dest": f.name, "help": help_.replace("%", "%%")}  # argparse %-formats help
         if tp is bool:
             kw["action"] = argparse.BooleanOptionalAction
             kw["default"] = default
@@ -64,13 +64,33 @@ def build_config(cls: type[C], ns: argparse.Namespace, argv: list[str]) -> C:
                 raise ConfigError(f"--config {cfg_file}: unknown key {k!r}")
             flag_given = any(a.split("=")[0] in _flags_of(cls, key) for a in argv)
             if not flag_given:
-                values[key] = v
+                values[key] = _checked_toml_value(cls, key, v, cfg_file)
     for f in dataclasses.fields(cls):
         if f.metadata.get("cli") is False or values.get(f.name) is not None:
             continue
         if f.default is not dataclasses.MISSING:
             values[f.name] = f.default
     return cls(**{k: v for k, v in values.items() if v is not None or accepts_none(cls, k)})
+
+
+def _checked_toml_value(cls: type, name: str, v: Any, cfg_file: str) -> Any:
+    """A TOML value of the field's type (an int where a float is wanted is fine), else a one-line error."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    tp, _ = base_type(typing.get_type_hints(cls)[name])
+    if typing.get_origin(tp) in (list, tuple):
+        ok = isinstance(v, list) and all(isinstance(x, str) for x in v)
+        want = "a list of strings"
+    elif tp in (int, float, str, bool):
+        ok = type(v) is tp or (tp is float and type(v) is int)
+        want = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}[tp]
+    else:
+        return v
+    if not ok:
+        raise ConfigError(f"--config {cfg_file}: {name} = {v!r} should be {want}")
+    choices = f.metadata.get("choices")
+    if choices and v not in choices:
+        raise ConfigError(f"--config {cfg_file}: {name} = {v!r} is not one of {', '.join(map(str, choices))}")
+    return float(v) if tp is float else v
 
 
 def _flags_of(cls: type, name: str) -> list[str]:

@@ -6,6 +6,7 @@ import argparse
 import importlib
 import os
 import sys
+from typing import NoReturn
 
 # subcommand -> (module with `register(subparsers)` and `run(args, argv)`, one-line help for `verity --help`).
 # Only the module of the command being run is imported, so `verity --help` and `verity eval` against an
@@ -25,10 +26,17 @@ COMMANDS = {
 }
 
 
+class OneLineErrors(argparse.ArgumentParser):
+    """A bad flag is one line on stderr (argparse would print the whole usage first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(argv: list[str] | None = None) -> tuple[argparse.ArgumentParser, dict[str, object]]:
     """The CLI parser: every command fully when ``argv`` is None, else only the command named in ``argv``
     (the others are listed with their one-line help; their modules are not imported)."""
-    parser = argparse.ArgumentParser(prog="verity", description="RL with verifiable rewards for LLMs.")
+    parser = OneLineErrors(prog="verity", description="RL with verifiable rewards for LLMs.")
     parser.add_argument("--version", action="version", version="verity 0.1.0")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     chosen = None if argv is None else next((a for a in argv if not a.startswith("-")), "")
@@ -60,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = mods[args.command].run(args, argv)
     except VerityError as e:
-        print(f"verity {args.command}: error: {e}", file=sys.stderr)
+        print(f"verity {args.command}: error: {_one_line(e)}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print(f"verity {args.command}: interrupted (results written so far are kept)", file=sys.stderr)
@@ -71,7 +79,11 @@ def main(argv: list[str] | None = None) -> None:
         from verity.rubrics.rubric import RewardFunctionError
 
         if isinstance(e, RewardFunctionError):
-            print(f"verity {args.command}: error: {e}", file=sys.stderr)
+            print(f"verity {args.command}: error: {_one_line(e)}", file=sys.stderr)
             sys.exit(2)
         raise
     sys.exit(code or 0)
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split("\n"))

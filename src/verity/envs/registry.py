@@ -13,7 +13,10 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+import json
 import sys
+import types
+import typing
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -93,6 +96,29 @@ def find_loader(env_id: str) -> Callable[..., Any]:
     )
 
 
+def _plain_types(tp: Any) -> tuple[type, ...]:
+    """(int,) for ``int``, (int, NoneType) for ``int | None``; () when not built from int/float/str/bool."""
+    args = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
+    return args if args and all(a in (int, float, str, bool, type(None)) for a in args) else ()
+
+
+def _check_arg_types(env_id: str, fn: Callable[..., Any], env_args: dict[str, Any]) -> None:
+    """``-a`` values whose type contradicts a plain annotation (int, float, str, bool) of ``load_environment``."""
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:  # unresolvable annotations: nothing to check against
+        return
+    for k, v in env_args.items():
+        allowed = _plain_types(hints.get(k))
+        if not allowed:
+            continue
+        if type(v) in allowed or (type(v) is int and float in allowed):  # JSON 1 is a fine float
+            continue
+        want = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
+        raise ConfigError(f"-a {k}={json.dumps(v)}: environment {env_id!r} expects {want}, "
+                          f"got {type(v).__name__}")
+
+
 def load_environment(env_id: str, **env_args: Any) -> Any:
     """Load an environment by id, plugin name, ``.py`` path or module, passing ``env_args``."""
     fn = find_loader(env_id)
@@ -104,6 +130,7 @@ def load_environment(env_id: str, **env_args: Any) -> Any:
                 f"environment {env_id!r} does not accept {bad}; its arguments are "
                 f"{list(sig.parameters)}"
             )
+    _check_arg_types(env_id, fn, env_args)
     env = fn(**env_args)
     if not hasattr(env, "rollout") or not hasattr(env, "get_examples"):
         raise ConfigError(f"load_environment of {env_id!r} returned {type(env).__name__}, not an Environment")

@@ -221,7 +221,9 @@ def compare(cfg: CompareConfig, out_dir: str | Path, show_progress: bool = True,
     from verity.envs.registry import load_env_for
     from verity.eval.run import run_eval
     from verity.rollout.sampler import make_sampler
+    from verity.utils import output_dir_path
 
+    output_dir_path(out_dir)
     env = load_env_for(cfg.env, cfg.env_args, cfg.on_reward_error)
     names = ["reward", *env.require_rubric().func_names]
     labels = model_labels(cfg.models)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from verity.config import flag, parse_env_args
 from verity.errors import ConfigError
 from verity.types import check_sampling
+from verity.utils import output_dir_path
 
 #: How ``verity eval`` / ``verity compare`` name the sampling values in error messages.
 SAMPLING_FLAGS = {"max_tokens": "-t", "temperature": "-T", "top_p": "--top-p"}
@@ -75,6 +76,10 @@ class EvalConfig(EvalFlags):
             raise ConfigError(f"--max-retries {self.max_retries}: must be >= 0")
         if self.concurrency < 1:
             raise ConfigError(f"-c {self.concurrency}: must be >= 1")
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size {self.batch_size}: must be >= 1")
+        if self.output_dir:
+            output_dir_path(self.output_dir)
         if self.resume and not self.output_dir:
             raise ConfigError("--resume needs -o OUT_DIR (the run to continue)")
         parse_env_args(self.env_args)

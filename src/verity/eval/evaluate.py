@@ -7,6 +7,7 @@ each chunk, so a killed run loses at most the chunk in flight; ``resume=True`` s
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -16,7 +17,7 @@ from typing import Any
 
 from verity.errors import ConfigError, VerityError
 from verity.types import SamplingArgs
-from verity.utils import append_jsonl, atomic_write_json, read_jsonl, rewrite_jsonl, versions
+from verity.utils import append_jsonl, atomic_write_json, output_dir_path, read_jsonl, rewrite_jsonl, versions
 
 SAMPLING_KEYS = ("max_tokens", "temperature", "top_p", "stop", "seed")
 
@@ -95,26 +96,26 @@ async def evaluate(
     args = sampling_args_from(sampling_args, getattr(env, "sampling_args", None))
     examples = env.get_examples(split, num_examples)
     jobs = [(ex, r) for ex in examples for r in range(rollouts_per_example)]
-    out = Path(out_dir) if out_dir is not None else None
-    records: list[dict[str, Any]] = []
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        res_path = out / "results.jsonl"
-        if resume:
-            records = read_jsonl(res_path)
-            rewrite_jsonl(res_path, records)  # drop a torn last line
-        elif res_path.exists() and res_path.stat().st_size > 0:
-            raise ConfigError(f"{res_path} already has results; pass --resume to continue it or choose another -o")
-    done = {(r["example_id"], r["rollout_idx"]) for r in records}
-    todo = [(ex, r) for ex, r in jobs if (ex.id, r) not in done]
+    out = output_dir_path(out_dir) if out_dir is not None else None
     meta = {
         "env": getattr(env, "env_id", type(env).__name__), "env_args": getattr(env, "env_args", {}),
         "model": getattr(sampler, "name", "?"), "sampling_args": _args_dict(args), "seed": seed,
         "num_examples": len(examples), "rollouts_per_example": rollouts_per_example,
         "versions": versions(), "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "status": "running",
     }
+    records: list[dict[str, Any]] = []
     if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        res_path = out / "results.jsonl"
+        if resume:
+            check_resume_metadata(out / "metadata.json", meta)
+            records = read_jsonl(res_path)
+            rewrite_jsonl(res_path, records)  # drop a torn last line
+        elif res_path.exists() and res_path.stat().st_size > 0:
+            raise ConfigError(f"{res_path} already has results; pass --resume to continue it or choose another -o")
         atomic_write_json(out / "metadata.json", meta)
+    done = {(r["example_id"], r["rollout_idx"]) for r in records}
+    todo = [(ex, r) for ex, r in jobs if (ex.id, r) not in done]
     size = chunk_size or getattr(sampler, "batch_size", None) or 64
     if on_progress:
         on_progress(len(jobs) - len(todo), len(jobs))
@@ -150,6 +151,38 @@ def raise_if_all_failed(results: EvalResults) -> None:
     why = " ".join(str(recs[0].get("error")).split())
     where = f"; results kept in {results.results_dir}" if results.results_dir else ""
     raise AllRolloutsFailed(f"all {len(recs)} rollouts failed, e.g. {why[:240]}{where}")
+# metadata fields that --resume must not change, and the flag that sets each
+_RESUME_FLAGS = {"env": "the environment", "env_args": "-a", "model": "-m", "seed": "--seed",
+                 "rollouts_per_example": "-r", "max_tokens": "-t", "temperature": "-T", "top_p": "--top-p",
+                 "stop": "-S stop", "extra": "-S"}
+
+
+def _resume_view(meta: Mapping[str, Any]) -> dict[str, Any]:
+    sa = dict(meta.get("sampling_args") or {})
+    view = {k: meta.get(k) for k in ("env", "env_args", "model", "seed", "rollouts_per_example")}
+    view.update({k: sa.pop(k, None) for k in ("max_tokens", "temperature", "top_p", "stop")})
+    sa.pop("seed", None)
+    view["extra"] = sa
+    return view
+
+
+def check_resume_metadata(path: Path, new: Mapping[str, Any]) -> None:
+    """``--resume`` continues only the same evaluation: same model, environment and sampling settings.
+    More examples (``-n``) extend it; fewer are refused, as are changes to anything else (naming the flag)."""
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"--resume: {path} is unreadable ({e}); choose another -o") from None
+    a, b = _resume_view(old), _resume_view(new)
+    for k, flag in _RESUME_FLAGS.items():
+        if json.dumps(a[k], sort_keys=True, default=str) != json.dumps(b[k], sort_keys=True, default=str):
+            raise ConfigError(f"--resume: {flag} is {b[k]!r} but the results in {path.parent} were made with "
+                              f"{a[k]!r}; resume with the same settings or choose another -o")
+    if isinstance(old.get("num_examples"), int) and new["num_examples"] < old["num_examples"]:
+        raise ConfigError(f"--resume: -n gives {new['num_examples']} examples but {path.parent} already has "
+                          f"{old['num_examples']}; use -n {old['num_examples']} or more (more extends the run)")
 
 
 def _args_dict(a: SamplingArgs) -> dict[str, Any]:

@@ -121,8 +121,12 @@ def load_model(name: str, dtype: str = "auto", device: str = "auto", for_trainin
         import torch
 
         torch_dtype = torch.float32
+    from safetensors import SafetensorError
+
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+    except SafetensorError as e:
+        raise VerityError(f"-m {name}: its weights (*.safetensors) are truncated or corrupt: {e}") from None
     except OSError as e:
         raise _hub_error(name, e) from None
     model.to(dev)

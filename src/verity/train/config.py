@@ -21,12 +21,24 @@ class RunFlags:
     """How many recent checkpoints to keep."""
     resume: bool = flag("--resume", default=False)
     """Continue from the latest checkpoint in --output-dir."""
+    overwrite: bool = flag("--overwrite", default=False)
+    """Start clean in an --output-dir that already holds a run (its checkpoints, metrics and manifest are deleted)."""
     seed: int = flag("--seed", default=0)
     """Seed for data order, sampling and initialisation."""
     dtype: str = flag("--dtype", default="auto", choices=("auto", "bf16", "fp32"))
     """Compute dtype (auto = bf16 autocast where the hardware is fast at it; weights stay fp32)."""
     config: str | None = flag("--config", default=None)
     """TOML file with any of these fields; flags given on the command line win."""
+
+    def validate_run(self) -> None:
+        """Checks every training run shares (the subclasses' ``validate`` call it)."""
+        for name in ("save_every", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be >= 1")
+        if self.resume and self.overwrite:
+            raise ConfigError("--resume and --overwrite contradict each other: continue the run or start clean")
+        if self.resume and not getattr(self, "output_dir", None):
+            raise ConfigError("--resume needs -o RUN_DIR (the run to continue)")
 
 
 @dataclass
@@ -109,8 +121,7 @@ class RLConfig(RunFlags):
             raise ConfigError(f"--kl-beta {self.kl_beta}: must be >= 0")
         if self.loss not in LOSS_TYPES:
             raise ConfigError(f"--loss {self.loss}: unknown loss (choose from {', '.join(LOSS_TYPES)})")
-        if self.resume and not self.output_dir:
-            raise ConfigError("--resume needs -o RUN_DIR (the run to continue)")
+        self.validate_run()
 
     @property
     def batch_size(self) -> int:
@@ -168,5 +179,4 @@ class SFTConfig(RunFlags):
                 raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be > 0")
         if self.lora_rank < 0:
             raise ConfigError(f"--lora-rank {self.lora_rank}: must be >= 0")
-        if self.resume and not self.output_dir:
-            raise ConfigError("--resume needs -o OUT_DIR (the run to continue)")
+        self.validate_run()

@@ -22,11 +22,15 @@ from verity.algos.losses import policy_loss
 from verity.envs.base import Environment
 from verity.errors import ConfigError
 from verity.train.batching import make_batch, split_batch
-from verity.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from verity.train.checkpoint import resume_step, save_checkpoint
 from verity.train.config import RLConfig
 from verity.train.metrics import MetricsLog, ProgressLine, write_manifest
+from verity.train.rundir import locked_run, preflight
 from verity.types import Batch, Example, Rollout, SamplingArgs
 from verity.utils import run_sync
+
+# what --resume may not change: the model being trained and the task it is trained on
+RESUME_FIELDS = ("model", "env", "env_args", "lora_rank", "lora_alpha")
 
 
 class TimedSampler:
@@ -69,6 +73,7 @@ class RLTrainer:
                 f"--groups-per-batch {config.groups_per_batch} does not fit: environment {env.env_id!r} has "
                 f"{len(self.train_examples)} training examples")
         self.run_dir = Path(config.output_dir or f"outputs/runs/{env.env_id}--{time.strftime('%Y%m%d-%H%M%S')}")
+        preflight(self.run_dir, config, RESUME_FIELDS)
         self.model, self.tokenizer = self._load_model(model)
         from verity.models.loading import pick_dtype
         from verity.rollout.hf_sampler import HFSampler
@@ -197,11 +202,15 @@ class RLTrainer:
 
     # ---- the loop -------------------------------------------------------------------------
     def train(self) -> dict[str, Any]:
+        with locked_run(self.run_dir, self.cfg, RESUME_FIELDS):
+            return self._train()
+
+    def _train(self) -> dict[str, Any]:
         cfg = self.cfg
         start = self._maybe_resume()
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        log = MetricsLog(self.run_dir, resume_step=start if cfg.resume else None)  # a bad line stops us here
         write_manifest(self.run_dir, "rl", cfg, self.env.env_id, self.env.env_args)
-        log = MetricsLog(self.run_dir, resume_step=start if cfg.resume else None)
         progress = ProgressLine(cfg.steps, start)
         last: dict[str, Any] = {}
         for step in range(start, cfg.steps):
@@ -239,11 +248,7 @@ class RLTrainer:
     def _maybe_resume(self) -> int:
         if not self.cfg.resume:
             return 0
-        ckpt = latest_checkpoint(self.run_dir)
-        if ckpt is None:
-            raise ConfigError(f"--resume: no checkpoint in {self.run_dir}/checkpoints")
-        state = load_checkpoint(ckpt, self.model, self.learner)
-        return int(state["step"])
+        return resume_step(self.run_dir, self.model, self.learner)
 
     def _plot(self) -> None:
         try:

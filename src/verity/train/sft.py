@@ -20,11 +20,15 @@ import torch
 from verity.algos.logprobs import selective_log_softmax
 from verity.algos.losses import sft_loss
 from verity.errors import ConfigError
-from verity.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_merged
+from verity.train.checkpoint import resume_step, save_checkpoint, save_merged
 from verity.train.config import SFTConfig
 from verity.train.metrics import MetricsLog, ProgressLine, write_manifest
+from verity.train.rundir import locked_run, preflight
 from verity.train.sft_data import pack, packed_tensors, pad_batch, tokenize_conversation
 from verity.types import Message
+
+# what --resume may not change: the model being trained and the data it is trained on
+RESUME_FIELDS = ("model", "data", "from_env", "env_args", "lora_rank", "lora_alpha", "packing", "max_length")
 
 
 class SFTTrainer:
@@ -34,9 +38,12 @@ class SFTTrainer:
         from verity.models.loading import load_model, pick_dtype
         from verity.train.learner import LocalLearner, add_lora
 
+        config.validate_run()
         self.cfg = config
         if isinstance(model, str):
             config.model = model
+        self.run_dir = Path(config.output_dir or f"outputs/sft/run--{time.strftime('%Y%m%d-%H%M%S')}")
+        preflight(self.run_dir, config, RESUME_FIELDS)
         self.model, self.tokenizer = model if isinstance(model, tuple) else load_model(model, for_training=True)
         self.examples = [tokenize_conversation(self.tokenizer, c, config.max_length) for c in conversations]
         self.examples = [e for e in self.examples if any(e.loss_mask)]
@@ -53,7 +60,6 @@ class SFTTrainer:
         self.learner = LocalLearner(self.model, config.lr, config.weight_decay, config.max_grad_norm,
                                     config.warmup_steps, self.total_steps, config.lr_schedule,
                                     autocast_dtype=pick_dtype(config.dtype, dev), decay_steps=config.decay_steps)
-        self.run_dir = Path(config.output_dir or f"outputs/sft/run--{time.strftime('%Y%m%d-%H%M%S')}")
         self.pad_id = self.tokenizer.pad_token_id
         self._order: tuple[int, list[int]] = (-1, [])
 
@@ -107,16 +113,15 @@ class SFTTrainer:
                 "epoch": (step + 1) / self.steps_per_epoch, **opt, "time/train": time.perf_counter() - t0}
 
     def train(self) -> dict[str, Any]:
+        with locked_run(self.run_dir, self.cfg, RESUME_FIELDS):
+            return self._train()
+
+    def _train(self) -> dict[str, Any]:
         cfg = self.cfg
-        start = 0
-        if cfg.resume:
-            ckpt = latest_checkpoint(self.run_dir)
-            if ckpt is None:
-                raise ConfigError(f"--resume: no checkpoint in {self.run_dir}/checkpoints")
-            start = int(load_checkpoint(ckpt, self.model, self.learner)["step"])
+        start = resume_step(self.run_dir, self.model, self.learner) if cfg.resume else 0
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        log = MetricsLog(self.run_dir, resume_step=start if cfg.resume else None)  # a bad line stops us here
         write_manifest(self.run_dir, "sft", cfg, cfg.from_env, None)
-        log = MetricsLog(self.run_dir, resume_step=start if cfg.resume else None)
         progress = ProgressLine(self.total_steps, start)
         last: dict[str, Any] = {}
         for step in range(start, self.total_steps):
