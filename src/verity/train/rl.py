@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from verity.algos.advantages import compute_advantages, zero_std_groups
-from verity.algos.losses import policy_loss
+from verity.algos.losses import batch_share, policy_loss
 from verity.envs.base import Environment
 from verity.errors import ConfigError
 from verity.train.batching import make_batch, split_batch
@@ -143,26 +143,27 @@ class RLTrainer:
             with torch.no_grad():
                 micro = [_with_old(mb, self.learner.completion_logprobs(mb)[0]) for mb in micro]
         refs = [self._ref_logprobs(mb) for mb in micro] if cfg.kl_beta > 0 else [None] * len(micro)
-        total_tokens = max(batch.num_tokens, 1)
         sums: dict[str, float] = {}
         for _ in range(cfg.num_iterations):
             for mb, ref in zip(micro, refs, strict=False):
-                scale = mb.num_tokens / total_tokens if cfg.loss == "dapo" else mb.input_ids.shape[0] / len(rollouts)
-                m = self.learner.forward_backward(mb, self._loss_fn(ref), scale=scale)
+                # the loss is already the micro-batch's share; its per-token means are weighted alike
+                w = batch_share(cfg.loss, mb.input_ids.shape[0], mb.num_tokens, len(rollouts), batch.num_tokens)
+                m = self.learner.forward_backward(mb, self._loss_fn(ref, len(rollouts), batch.num_tokens))
                 for k, v in m.items():
-                    sums[k] = sums.get(k, 0.0) + v * scale / cfg.num_iterations
+                    sums[k] = sums.get(k, 0.0) + (v if k == "loss" else v * w) / cfg.num_iterations
             for k, v in self.learner.optim_step().items():
                 sums[k] = v
         return sums
 
-    def _loss_fn(self, ref: torch.Tensor | None) -> Any:
+    def _loss_fn(self, ref: torch.Tensor | None, batch_sequences: int, batch_tokens: int) -> Any:
         cfg = self.cfg
 
         def fn(lp: torch.Tensor, mb: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
             old = lp.detach() if cfg.num_iterations == 1 else mb.old_logprobs.to(lp.device)
             return policy_loss(lp, old, mb.advantages.to(lp.device), mb.loss_mask.to(lp.device),
                                loss_type=cfg.loss, epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high,
-                               max_completion_length=cfg.max_tokens, ref_logprobs=ref, kl_beta=cfg.kl_beta)
+                               max_completion_length=cfg.max_tokens, ref_logprobs=ref, kl_beta=cfg.kl_beta,
+                               batch_sequences=batch_sequences, batch_tokens=batch_tokens)
         return fn
 
     def _ref_logprobs(self, mb: Batch) -> torch.Tensor:
