@@ -9,11 +9,15 @@ log-probabilities.
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 
-__all__ = ["LOSS_TYPES", "batch_share", "k3_kl", "policy_loss", "sft_loss"]
+__all__ = ["LOSS_TYPES", "LossType", "batch_share", "k3_kl", "policy_loss", "sft_loss"]
 
-LOSS_TYPES = ("grpo", "dapo", "dr_grpo", "gspo")
+#: The policy losses (see :func:`policy_loss`); the CLI offers exactly these.
+LossType = Literal["grpo", "dapo", "dr_grpo", "gspo"]
+LOSS_TYPES: tuple[LossType, ...] = get_args(LossType)
 
 
 def k3_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
@@ -45,7 +49,7 @@ def policy_loss(
     old_logprobs: torch.Tensor,
     advantages: torch.Tensor,
     mask: torch.Tensor,
-    loss_type: str = "grpo",
+    loss_type: LossType = "grpo",
     epsilon: float = 0.2,
     epsilon_high: float | None = None,
     max_completion_length: int | None = None,
@@ -185,7 +189,7 @@ def _importance_ratio(
 
 
 def _aggregate(
-    per_token: torch.Tensor, keep: torch.Tensor, loss_type: str, max_completion_length: int | None
+    per_token: torch.Tensor, keep: torch.Tensor, loss_type: LossType, max_completion_length: int | None
 ) -> torch.Tensor:
     """Reduce a masked per-token loss [B, T] (zero off-mask) to a scalar per ``loss_type``.
 
@@ -201,7 +205,7 @@ def _aggregate(
     return per_token.sum() / (per_token.shape[0] * max_completion_length)
 
 
-def batch_share(loss_type: str, sequences: int, tokens: int, batch_sequences: int, batch_tokens: int) -> float:
+def batch_share(loss_type: LossType, sequences: int, tokens: int, batch_sequences: int, batch_tokens: int) -> float:
     """The weight of a micro-batch's normalised loss in the full-batch loss of ``loss_type``.
 
     dapo normalises by the batch's masked tokens, so a micro-batch weighs tokens / batch_tokens;
