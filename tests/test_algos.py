@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from verity.algos import (
+    LOSS_TYPES,
     compute_advantages,
     entropy_from_logits,
     k3_kl,
@@ -183,6 +184,53 @@ def test_policy_loss_errors():
         policy_loss(z, z, torch.zeros(1), z, kl_beta=0.1)
     with pytest.raises(ValueError, match="advantages"):
         policy_loss(z, z, torch.zeros(2), z)
+
+
+@pytest.mark.parametrize("loss_type", LOSS_TYPES)
+@pytest.mark.parametrize("split", [(2, 2, 2), (4, 1, 1), (6,)])
+def test_summed_micro_batch_gradient_equals_full_batch(loss_type, split):
+    """Each micro-batch's loss is its share of the full-batch loss: sums of losses and gradients match."""
+    g = torch.Generator().manual_seed(0)
+    B, T = 6, 5
+    base = torch.randn(B, T, generator=g, dtype=torch.float64) * 0.3 - 1.0
+    old = (base + torch.randn(B, T, generator=g, dtype=torch.float64) * 0.4).detach()  # clipping active
+    ref = (base + torch.randn(B, T, generator=g, dtype=torch.float64) * 0.2).detach()
+    adv = torch.tensor([1.0, -0.5, 2.0, -1.5, 0.0, 0.7], dtype=torch.float64)
+    lengths = [5, 1, 3, 0, 4, 2]  # different lengths, one empty sequence
+    mask = torch.tensor([[1.0] * n + [0.0] * (T - n) for n in lengths], dtype=torch.float64)
+    kw = dict(loss_type=loss_type, epsilon=0.2, epsilon_high=0.28, max_completion_length=T, kl_beta=0.05)
+
+    full_lp = base.clone().requires_grad_(True)
+    full, _ = policy_loss(full_lp, old, adv, mask, ref_logprobs=ref, **kw)
+    full.backward()
+
+    micro_lp = base.clone().requires_grad_(True)
+    total, start = torch.zeros((), dtype=torch.float64), 0
+    for n in split:
+        sl = slice(start, start + n)
+        loss, _ = policy_loss(micro_lp[sl], old[sl], adv[sl], mask[sl], ref_logprobs=ref[sl], **kw,
+                              batch_sequences=B, batch_tokens=int(mask.sum()))
+        loss.backward()
+        total, start = total + loss.detach(), start + n
+    assert full_lp.grad is not None and micro_lp.grad is not None
+    assert full_lp.grad.abs().sum() > 0
+    torch.testing.assert_close(total, full.detach(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(micro_lp.grad, full_lp.grad, rtol=1e-12, atol=1e-12)
+
+
+def test_micro_batch_share_is_not_the_micro_batch_mean():
+    """Without the batch normalisers each micro-batch normalises by itself: the sums then differ."""
+    lp = torch.tensor([[-1.0, -1.0], [-2.0, 0.0]], requires_grad=True)
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+    adv = torch.tensor([1.0, 1.0])
+    full = policy_loss(lp, lp.detach(), adv, mask, "dapo")[0]  # -(1 + 1 + 1) / 3
+    own = sum(policy_loss(lp[i:i + 1], lp[i:i + 1].detach(), adv[i:i + 1], mask[i:i + 1], "dapo")[0]
+              for i in range(2))  # -1 + -1
+    share = sum(policy_loss(lp[i:i + 1], lp[i:i + 1].detach(), adv[i:i + 1], mask[i:i + 1], "dapo",
+                            batch_sequences=2, batch_tokens=3)[0] for i in range(2))
+    close(full, -1.0)
+    close(own, -2.0)
+    close(share, -1.0)
 
 
 def test_sft_loss():

@@ -48,7 +48,7 @@ def test_sampling_logprobs_match_learner_logprobs(tiny_model_dir):
     with torch.no_grad():
         lp, _ = LocalLearner(model, lr=1e-3).completion_logprobs(batch)
     m = batch.loss_mask
-    torch.testing.assert_close(lp * m, batch.old_logprobs * m, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(lp * m, batch.sampler_logprobs * m, rtol=1e-4, atol=1e-4)
 
 
 def test_bf16_sampling_copy_follows_the_training_weights(tiny_model_dir):

@@ -1,7 +1,8 @@
 """Config-level helpers shared by every typed config: field declarations, field docs, TOML files.
 
-A config is a dataclass whose fields are declared with :func:`flag` (CLI flags and choices in
-the field's metadata) and documented by the docstring written under each field. The CLI derives
+A config is a dataclass whose fields are declared with :func:`flag` (CLI flags in the field's
+metadata), typed (a ``Literal[...]`` type lists a field's choices) and documented by the docstring
+written under each field. The CLI derives
 its options from them (``verity.cli.derive``); the library reads them without the CLI.
 """
 
@@ -54,6 +55,25 @@ def base_type(tp: Any) -> tuple[Any, bool]:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         return (args[0] if len(args) == 1 else str), True
     return tp, False
+
+
+def choices_of(tp: Any) -> tuple[Any, ...] | None:
+    """The allowed values of a ``Literal[...]`` annotation (also inside ``X | None``), else None."""
+    tp, _ = base_type(tp)
+    return typing.get_args(tp) if typing.get_origin(tp) is typing.Literal else None
+
+
+def check_choices(cfg: Any) -> None:
+    """Raise a one-line :class:`ConfigError` naming the flag when a ``Literal`` field holds another value
+    (values from TOML files and library callers do not pass through argparse's choices)."""
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        allowed = choices_of(hints[f.name])
+        value = getattr(cfg, f.name)
+        if allowed is not None and value is not None and value not in allowed:
+            flag_name = (list(f.metadata.get("flags", ())) or ["--" + f.name.replace("_", "-")])[-1]
+            raise ConfigError(f"{flag_name} {value}: unknown {f.name.replace('_', ' ')} "
+                              f"(choose from {', '.join(map(str, allowed))})")
 
 
 def accepts_none(cls: type, name: str) -> bool:

@@ -10,7 +10,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
+
+if TYPE_CHECKING:
+    import torch
+
+#: Weights dtype of a model run in-process (auto = bf16 on hardware that is fast at it).
+DType = Literal["auto", "bf16", "fp16", "fp32"]
+#: Compute dtype of training (weights stay fp32; bf16 is autocast).
+TrainDType = Literal["auto", "bf16", "fp32"]
+#: A reward function that raises: score 0 and count it (zero), or abort (raise).
+RewardErrorPolicy = Literal["zero", "raise"]
+#: A group whose rewards spread by at most this much has no group-relative learning signal.
+ZERO_STD_TOL = 1e-8
 
 
 class Message(TypedDict, total=False):
@@ -210,6 +222,13 @@ class Group:
     def rewards(self) -> list[float]:
         return [r.reward for r in self.rollouts]
 
+    @property
+    def has_signal(self) -> bool:
+        """Whether the rewards differ (max - min > :data:`ZERO_STD_TOL`). A group whose rollouts all
+        scored the same has zero advantage under every group-relative baseline: training skips it."""
+        rewards = self.rewards
+        return bool(rewards) and max(rewards) - min(rewards) > ZERO_STD_TOL
+
 
 @dataclass(frozen=True)
 class Batch:
@@ -220,13 +239,23 @@ class Batch:
     padding or env-inserted tokens).
     """
 
-    input_ids: Any  # LongTensor [B, L]
-    attention_mask: Any  # LongTensor [B, L]
-    loss_mask: Any  # FloatTensor [B, C], over the last C columns of input_ids
-    old_logprobs: Any  # FloatTensor [B, C], sampling-policy log-prob of each completion token (0 off-mask)
-    advantages: Any  # FloatTensor [B]
+    input_ids: torch.Tensor
+    """LongTensor [B, L]."""
+    attention_mask: torch.Tensor
+    """LongTensor [B, L]."""
+    loss_mask: torch.Tensor
+    """FloatTensor [B, C], over the last C columns of input_ids."""
+    sampler_logprobs: torch.Tensor
+    """FloatTensor [B, C]: each completion token's log-prob as the sampler reported it (0 off-mask and
+    where the backend reported none). Carried for sampler/learner mismatch checks; the loss does not use it."""
+    advantages: torch.Tensor
+    """FloatTensor [B]."""
     num_tokens: int
     """Number of loss tokens (sum of loss_mask)."""
+    old_logprobs: torch.Tensor | None = None
+    """FloatTensor [B, C]: the learner's log-probs under the policy before this batch's first update,
+    the PPO ratio's denominator when a batch is trained on more than once; None = on-policy (the
+    ratio's denominator is the current log-probs, detached)."""
 
 
 def as_messages(x: ChatOrText, role: str = "user") -> Messages:

@@ -13,12 +13,20 @@ group-relative baseline.
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 
-__all__ = ["ESTIMATORS", "SCALES", "compute_advantages", "zero_std_groups"]
+from verity.types import ZERO_STD_TOL
 
-ESTIMATORS = ("grpo", "rloo")
-SCALES = ("group", "batch", "none")
+__all__ = ["ESTIMATORS", "SCALES", "Estimator", "Scale", "compute_advantages", "zero_std_groups"]
+
+#: Baselines: ``grpo`` (group mean) or ``rloo`` (leave-one-out mean).
+Estimator = Literal["grpo", "rloo"]
+#: Advantage scaling: by the group's std, the batch's std, or none.
+Scale = Literal["group", "batch", "none"]
+ESTIMATORS: tuple[Estimator, ...] = get_args(Estimator)
+SCALES: tuple[Scale, ...] = get_args(Scale)
 
 
 def _grouped(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
@@ -39,8 +47,8 @@ def _grouped(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
 def compute_advantages(
     rewards: torch.Tensor,
     group_size: int,
-    estimator: str = "grpo",
-    scale: str = "group",
+    estimator: Estimator = "grpo",
+    scale: Scale = "group",
     eps: float = 1e-4,
 ) -> torch.Tensor:
     """Per-completion advantages from group-contiguous rewards.
@@ -94,7 +102,7 @@ def compute_advantages(
 
 
 def zero_std_groups(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
-    """Flag groups whose rewards are all equal (max - min <= 1e-8).
+    """Flag groups whose rewards are all equal (max - min <= ZERO_STD_TOL, as :attr:`Group.has_signal`).
 
     Such groups have zero advantage under every estimator above, so they carry
     no policy-gradient signal; the trainer reports their share as
@@ -110,4 +118,4 @@ def zero_std_groups(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
     """
     grouped = _grouped(rewards, group_size)  # [N, G]
     spread = grouped.max(dim=1).values - grouped.min(dim=1).values  # [N]
-    return spread <= 1e-8
+    return spread <= ZERO_STD_TOL

@@ -9,11 +9,15 @@ log-probabilities.
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 
-__all__ = ["LOSS_TYPES", "k3_kl", "policy_loss", "sft_loss"]
+__all__ = ["LOSS_TYPES", "LossType", "batch_share", "k3_kl", "policy_loss", "sft_loss"]
 
-LOSS_TYPES = ("grpo", "dapo", "dr_grpo", "gspo")
+#: The policy losses (see :func:`policy_loss`); the CLI offers exactly these.
+LossType = Literal["grpo", "dapo", "dr_grpo", "gspo"]
+LOSS_TYPES: tuple[LossType, ...] = get_args(LossType)
 
 
 def k3_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
@@ -45,12 +49,14 @@ def policy_loss(
     old_logprobs: torch.Tensor,
     advantages: torch.Tensor,
     mask: torch.Tensor,
-    loss_type: str = "grpo",
+    loss_type: LossType = "grpo",
     epsilon: float = 0.2,
     epsilon_high: float | None = None,
     max_completion_length: int | None = None,
     ref_logprobs: torch.Tensor | None = None,
     kl_beta: float = 0.0,
+    batch_sequences: int | None = None,
+    batch_tokens: int | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """PPO-style clipped surrogate loss with GRPO / DAPO / Dr. GRPO / GSPO normalisation.
 
@@ -77,6 +83,12 @@ def policy_loss(
         sequence-level objective (paper eqs. 11 and 18) when A is constant
         over the sequence, as it is here.
 
+    Micro-batches: when the [B, T] inputs are one micro-batch of a larger batch, pass the
+    batch's ``batch_sequences`` and ``batch_tokens`` (masked tokens). The loss is then this
+    micro-batch's exact share of the full-batch loss — its own normalised loss times
+    :func:`batch_share` — so the summed micro-batch losses (and gradients) equal the
+    full-batch ones and a trainer only sums. Without them the inputs are the whole batch.
+
     Args:
         logprobs: [B, T] current-policy log-probs (requires grad).
         old_logprobs: [B, T] log-probs of the sampling policy (detached here).
@@ -85,9 +97,11 @@ def policy_loss(
         max_completion_length: required for ``"dr_grpo"``.
         ref_logprobs: [B, T] reference-policy log-probs, for the KL penalty / metric.
         kl_beta: weight of the per-token k3 KL penalty; > 0 requires ``ref_logprobs``.
+        batch_sequences: sequences in the whole batch (default: B).
+        batch_tokens: masked tokens in the whole batch (default: those of ``mask``).
 
     Returns:
-        (scalar loss, metrics) with detached scalar metrics ``clip_frac``,
+        (scalar loss, metrics) with detached scalar metrics over this micro-batch's tokens: ``clip_frac``,
         ``clip_frac_low``, ``clip_frac_high``, ``kl`` (masked mean k3, 0 if no
         reference) and ``ratio_mean`` (masked mean of the ratio).
     """
@@ -109,6 +123,10 @@ def policy_loss(
         if kl_beta > 0:
             per_token = per_token + kl_beta * kl
     loss = _aggregate(torch.where(keep, per_token, 0.0), keep, loss_type, max_completion_length)
+    if batch_sequences is not None or batch_tokens is not None:
+        n_tokens = int(keep.sum())
+        loss = loss * batch_share(loss_type, keep.shape[0], n_tokens, batch_sequences or keep.shape[0],
+                                  n_tokens if batch_tokens is None else batch_tokens)
 
     return loss, _clip_metrics(ratio, adv, keep, kl, eps_low, eps_high)
 
@@ -171,7 +189,7 @@ def _importance_ratio(
 
 
 def _aggregate(
-    per_token: torch.Tensor, keep: torch.Tensor, loss_type: str, max_completion_length: int | None
+    per_token: torch.Tensor, keep: torch.Tensor, loss_type: LossType, max_completion_length: int | None
 ) -> torch.Tensor:
     """Reduce a masked per-token loss [B, T] (zero off-mask) to a scalar per ``loss_type``.
 
@@ -183,8 +201,21 @@ def _aggregate(
         return (per_token.sum(dim=-1) / keep.sum(dim=-1).clamp(min=1)).mean()
     if loss_type == "dapo":
         return per_token.sum() / keep.sum().clamp(min=1)
-    assert max_completion_length is not None  # _check_args requires it for dr_grpo
+    assert max_completion_length is not None  # _check_policy_inputs requires it for dr_grpo
     return per_token.sum() / (per_token.shape[0] * max_completion_length)
+
+
+def batch_share(loss_type: LossType, sequences: int, tokens: int, batch_sequences: int, batch_tokens: int) -> float:
+    """The weight of a micro-batch's normalised loss in the full-batch loss of ``loss_type``.
+
+    dapo normalises by the batch's masked tokens, so a micro-batch weighs tokens / batch_tokens;
+    grpo/gspo (mean over sequences) and dr_grpo (B * max_completion_length) normalise per
+    sequence, so it weighs sequences / batch_sequences. Per-micro-batch means (the clip and KL
+    metrics) combine with the same weights.
+    """
+    if loss_type == "dapo":
+        return tokens / max(batch_tokens, 1)
+    return sequences / batch_sequences
 
 
 def sft_loss(logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from verity.algos.advantages import Scale
+from verity.algos.losses import LossType
 from verity.cli.derive import add_dataclass_args, build_config
 from verity.config import flag
 
@@ -30,9 +32,9 @@ class DemoConfig:
     """Prompts per step."""
     lr: float = flag("--lr", default=1e-4)
     """Learning rate."""
-    loss: str = flag("--loss", default="dr_grpo", choices=("grpo", "dapo", "dr_grpo", "gspo"))
+    loss: LossType = flag("--loss", default="dr_grpo")
     """Policy loss (see `verity train --help`)."""
-    scale_rewards: str = flag("--scale-rewards", default="none", choices=("group", "batch", "none"))
+    scale_rewards: Scale = flag("--scale-rewards", default="none")
     """Advantage scaling; 'none' (Dr. GRPO) does not amplify groups whose rewards barely differ."""
     lora_rank: int = flag("--lora-rank", default=0)
     """LoRA rank (0 = full fine-tune; the starter model is small)."""

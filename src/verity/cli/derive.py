@@ -2,9 +2,10 @@
 
 The field helpers (:func:`verity.config.flag`, field docs, TOML loading) live in :mod:`verity.config`.
 
-Field metadata may carry ``flags`` (e.g. ``("-n", "--num-examples")``), ``positional=True``
-or ``choices``. ``--config FILE.toml`` (when the dataclass has a ``config`` field) supplies
-defaults that explicit flags override; an unknown key in the file is an error naming it.
+Field metadata may carry ``flags`` (e.g. ``("-n", "--num-examples")``) or ``positional=True``;
+a ``Literal[...]`` field type gives the flag's choices. ``--config FILE.toml`` (when the dataclass
+has a ``config`` field) supplies defaults that explicit flags override; an unknown key in the file
+is an error naming it, and so is a value outside a field's choices.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import dataclasses
 import typing
 from typing import Any, TypeVar
 
-from verity.config import accepts_none, base_type, field_docs, load_toml
+from verity.config import accepts_none, base_type, check_choices, choices_of, field_docs, load_toml
 from verity.errors import ConfigError
 
 C = TypeVar("C")
@@ -44,10 +45,11 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
             kw["action"] = "append"
             kw["default"] = None
         else:
-            kw["type"] = tp if tp in (int, float, str) else str
+            choices = choices_of(tp)
+            kw["type"] = tp if tp in (int, float, str) else type(choices[0]) if choices else str
             kw["default"] = default
-            if "choices" in f.metadata:
-                kw["choices"] = f.metadata["choices"]
+            if choices:
+                kw["choices"] = choices
         parser.add_argument(*flags, **kw)
 
 
@@ -70,7 +72,9 @@ def build_config(cls: type[C], ns: argparse.Namespace, argv: list[str]) -> C:
             continue
         if f.default is not dataclasses.MISSING:
             values[f.name] = f.default
-    return cls(**{k: v for k, v in values.items() if v is not None or accepts_none(cls, k)})
+    cfg = cls(**{k: v for k, v in values.items() if v is not None or accepts_none(cls, k)})
+    check_choices(cfg)  # a --config file's values bypass argparse's choices
+    return cfg
 
 
 def _checked_toml_value(cls: type, name: str, v: Any, cfg_file: str) -> Any:

@@ -6,11 +6,12 @@ import argparse
 import os
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from verity.cli.derive import add_dataclass_args, build_config
 from verity.config import flag
 from verity.errors import ConfigError
+from verity.types import DType
 
 
 @dataclass
@@ -31,9 +32,9 @@ class ServeConfig:
     """Model id clients send in 'model' (default: MODEL as given)."""
     default_max_tokens: int = flag("--default-max-tokens", default=512)
     """Completion tokens when a request sets no max_tokens (capped by the context length)."""
-    dtype: str = flag("--dtype", default="auto", choices=("auto", "bf16", "fp16", "fp32"))
+    dtype: DType = flag("--dtype", default="auto")
     """Weights dtype (auto = bf16 on hardware that is fast at it)."""
-    log_level: str = flag("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
+    log_level: Literal["debug", "info", "warning", "error"] = flag("--log-level", default="warning")
     """uvicorn log level."""
     header_timeout: float = flag("--header-timeout", default=10.0)
     """Seconds a client has to send a request's headers; a slower one gets 408 and is disconnected."""

@@ -24,6 +24,7 @@ from typing import Any
 
 from verity.config import parse_env_args
 from verity.errors import ConfigError, EnvironmentNotFound
+from verity.types import RewardErrorPolicy
 
 ENTRY_POINT_GROUP = "verity.environments"
 BUILTINS = {
@@ -139,7 +140,7 @@ def load_environment(env_id: str, **env_args: Any) -> Any:
     return env
 
 
-def load_env_for(env_id: str, env_args: str | dict | None, on_reward_error: str = "zero") -> Any:
+def load_env_for(env_id: str, env_args: str | dict | None, on_reward_error: RewardErrorPolicy = "zero") -> Any:
     """:func:`load_environment` with ``env_args`` as given on the command line (a JSON object or a dict)
     and the reward-error policy of its rubric: ``"zero"`` scores a raising reward function 0 and counts
     it, ``"raise"`` aborts."""

@@ -19,6 +19,7 @@ from typing import Any
 from verity.config import flag, parse_env_args
 from verity.errors import ConfigError
 from verity.eval.config import EvalConfig, EvalFlags
+from verity.types import DType, RewardErrorPolicy
 
 LOCAL = ("", "-")
 
@@ -39,9 +40,9 @@ class CompareConfig(EvalFlags):
     """Sampling seed, the same for every model."""
     json: bool = flag("--json", default=False)
     """Print comparison.json on stdout instead of the markdown table."""
-    on_reward_error: str = flag("--on-reward-error", default="zero", choices=("zero", "raise"))
+    on_reward_error: RewardErrorPolicy = flag("--on-reward-error", default="zero")
     """A reward function that raises: score 0 and count it (zero), or abort (raise)."""
-    dtype: str = flag("--dtype", default="auto", choices=("auto", "bf16", "fp16", "fp32"))
+    dtype: DType = flag("--dtype", default="auto")
     """Weights dtype for in-process models."""
 
     def validate(self) -> None:

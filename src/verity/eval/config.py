@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from verity.config import flag, parse_env_args
+from verity.config import check_choices, flag, parse_env_args
 from verity.errors import ConfigError
-from verity.types import check_sampling
+from verity.types import DType, RewardErrorPolicy, check_sampling
 from verity.utils import output_dir_path
 
 #: How ``verity eval`` / ``verity compare`` name the sampling values in error messages.
@@ -59,12 +59,13 @@ class EvalConfig(EvalFlags):
     """Continue an interrupted run in --output-dir without redoing finished rollouts."""
     json: bool = flag("--json", default=False)
     """Print one JSON object with the summary on stdout instead of the table."""
-    on_reward_error: str = flag("--on-reward-error", default="zero", choices=("zero", "raise"))
+    on_reward_error: RewardErrorPolicy = flag("--on-reward-error", default="zero")
     """A reward function that raises: score 0 and count it (zero), or abort (raise)."""
-    dtype: str = flag("--dtype", default="auto", choices=("auto", "bf16", "fp16", "fp32"))
+    dtype: DType = flag("--dtype", default="auto")
     """Weights dtype for in-process models (auto = bf16 on hardware that is fast at it)."""
 
     def validate(self) -> None:
+        check_choices(self)
         if self.num_examples == 0 or self.num_examples < -1:
             raise ConfigError(f"-n {self.num_examples}: must be >= 1 (or -1 for all)")
         if self.rollouts_per_example < 1:

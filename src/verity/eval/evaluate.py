@@ -13,11 +13,15 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from verity.errors import ConfigError, VerityError
 from verity.types import SamplingArgs
 from verity.utils import append_jsonl, atomic_write_json, output_dir_path, read_jsonl, rewrite_jsonl, versions
+
+if TYPE_CHECKING:
+    from verity.envs.base import Environment
+    from verity.rollout.sampler import Sampler
 
 SAMPLING_KEYS = ("max_tokens", "temperature", "top_p", "stop", "seed")
 
@@ -77,8 +81,8 @@ def summarize(records: list[dict[str, Any]], func_names: list[str]) -> dict[str,
 
 
 async def evaluate(
-    env: Any,
-    sampler: Any,
+    env: Environment,
+    sampler: Sampler,
     num_examples: int = 5,
     rollouts_per_example: int = 3,
     sampling_args: Mapping[str, Any] | SamplingArgs | None = None,

@@ -5,14 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from verity.config import parse_env_args
 from verity.eval.config import EvalConfig
 from verity.utils import default_out_dir
 
+if TYPE_CHECKING:
+    from verity.envs.base import Environment
+    from verity.eval.evaluate import EvalResults
+    from verity.rollout.sampler import Sampler
 
-def run_eval(env: Any, sampler: Any, cfg: EvalConfig, show_progress: bool = True, out_dir: str | None = None) -> Any:
+
+def run_eval(env: Environment, sampler: Sampler, cfg: EvalConfig, show_progress: bool = True,
+             out_dir: str | None = None) -> EvalResults:
     """Run one evaluation with a progress bar; shared by ``eval`` and ``compare``."""
     from verity.eval.evaluate import evaluate, sampling_args_from
 
@@ -30,7 +36,7 @@ def run_eval(env: Any, sampler: Any, cfg: EvalConfig, show_progress: bool = True
             progress.close()
 
 
-def _chunk(sampler: Any, cfg: EvalConfig) -> int:
+def _chunk(sampler: Sampler, cfg: EvalConfig) -> int:
     return getattr(sampler, "batch_size", None) or max(cfg.concurrency * 2, 16)
 
 

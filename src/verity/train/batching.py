@@ -8,6 +8,8 @@ models with long system prompts is most of the compute of the head.
 
 from __future__ import annotations
 
+import functools
+import random
 from collections.abc import Sequence
 
 import torch
@@ -20,7 +22,7 @@ def pack_rows(prefixes: Sequence[Sequence[int]], suffixes: Sequence[Sequence[int
               pad_id: int) -> Batch:
     """The shared layout: row b = ``[pad… prefixes[b] | suffixes[b] …pad]``.
 
-    Shapes: input_ids/attention_mask [B, P+C]; loss_mask/old_logprobs [B, C] over the suffix
+    Shapes: input_ids/attention_mask [B, P+C]; loss_mask/sampler_logprobs [B, C] over the suffix
     columns (``masks[b]``/``logprobs[b]`` may be empty: all-ones mask, zero log-probs).
     """
     B = len(prefixes)
@@ -29,7 +31,7 @@ def pack_rows(prefixes: Sequence[Sequence[int]], suffixes: Sequence[Sequence[int
     input_ids = torch.full((B, P + C), pad_id, dtype=torch.long)
     attn = torch.zeros((B, P + C), dtype=torch.long)
     loss_mask = torch.zeros((B, C), dtype=torch.float32)
-    old_lp = torch.zeros((B, C), dtype=torch.float32)
+    sampler_lp = torch.zeros((B, C), dtype=torch.float32)
     for b, (pre, suf) in enumerate(zip(prefixes, suffixes, strict=False)):
         p, c = len(pre), len(suf)
         input_ids[b, P - p:P] = torch.tensor(list(pre), dtype=torch.long)
@@ -39,8 +41,8 @@ def pack_rows(prefixes: Sequence[Sequence[int]], suffixes: Sequence[Sequence[int
             attn[b, P:P + c] = 1
             loss_mask[b, :c] = torch.tensor(list(masks[b]) or [1.0] * c, dtype=torch.float32)
             if logprobs[b]:
-                old_lp[b, :c] = torch.tensor(list(logprobs[b]), dtype=torch.float32)
-    return Batch(input_ids=input_ids, attention_mask=attn, loss_mask=loss_mask, old_logprobs=old_lp,
+                sampler_lp[b, :c] = torch.tensor(list(logprobs[b]), dtype=torch.float32)
+    return Batch(input_ids=input_ids, attention_mask=attn, loss_mask=loss_mask, sampler_logprobs=sampler_lp,
                  advantages=torch.tensor(list(advantages), dtype=torch.float32),
                  num_tokens=int(loss_mask.sum().item()))
 
@@ -68,7 +70,17 @@ def split_batch(batch: Batch, size: int) -> list[Batch]:
         last_c = int(torch.nonzero(attn[:, P:].any(0)).max()) + 1 if bool(attn[:, P:].any()) else 1
         out.append(Batch(
             input_ids=batch.input_ids[sl, first:P + last_c], attention_mask=attn[:, first:P + last_c],
-            loss_mask=lm[:, :last_c], old_logprobs=batch.old_logprobs[sl, :last_c],
+            loss_mask=lm[:, :last_c], sampler_logprobs=batch.sampler_logprobs[sl, :last_c],
             advantages=batch.advantages[sl], num_tokens=int(lm.sum().item()),
+            old_logprobs=None if batch.old_logprobs is None else batch.old_logprobs[sl, :last_c],
         ))
     return out
+
+
+@functools.lru_cache(maxsize=4)
+def epoch_order(n: int, seed: int, epoch: int) -> tuple[int, ...]:
+    """The seeded shuffle of ``range(n)`` for one epoch, a pure function of (n, seed, epoch) so that
+    resume is exact; cached because training reads it once per example."""
+    order = list(range(n))
+    random.Random(seed * 1_000_003 + epoch).shuffle(order)
+    return tuple(order)

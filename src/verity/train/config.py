@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
-from verity.algos.advantages import ESTIMATORS, SCALES
-from verity.algos.losses import LOSS_TYPES
-from verity.config import flag
+from verity.algos.advantages import Estimator, Scale
+from verity.algos.losses import LossType
+from verity.config import check_choices, flag
 from verity.errors import ConfigError
-from verity.types import check_sampling
+from verity.types import TrainDType, check_sampling
+
+#: Learning-rate schedule after warm-up (see :func:`verity.train.learner.lr_lambda`).
+LRSchedule = Literal["cosine", "constant", "wsd"]
 
 
 @dataclass
@@ -25,7 +29,7 @@ class RunFlags:
     """Start clean in an --output-dir that already holds a run (its checkpoints, metrics and manifest are deleted)."""
     seed: int = flag("--seed", default=0)
     """Seed for data order, sampling and initialisation."""
-    dtype: str = flag("--dtype", default="auto", choices=("auto", "bf16", "fp32"))
+    dtype: TrainDType = flag("--dtype", default="auto")
     """Compute dtype (auto = bf16 autocast where the hardware is fast at it; weights stay fp32)."""
     config: str | None = flag("--config", default=None)
     """TOML file with any of these fields; flags given on the command line win."""
@@ -67,11 +71,11 @@ class RLConfig(RunFlags):
     """LoRA alpha (default: 2 × rank)."""
     steps: int = flag("--steps", default=100)
     """Number of optimisation steps (batches of rollouts)."""
-    loss: str = flag("--loss", default="grpo", choices=LOSS_TYPES)
+    loss: LossType = flag("--loss", default="grpo")
     """Loss: grpo (per-sequence mean), dapo (token-level), dr_grpo (constant normaliser), gspo (sequence ratio)."""
-    advantage: str = flag("--advantage", default="grpo", choices=ESTIMATORS)
+    advantage: Estimator = flag("--advantage", default="grpo")
     """Advantage estimator: grpo (reward − group mean) or rloo (leave-one-out baseline)."""
-    scale_rewards: str = flag("--scale-rewards", default="group", choices=SCALES)
+    scale_rewards: Scale = flag("--scale-rewards", default="group")
     """Divide advantages by the group std, the batch std, or not at all."""
     epsilon: float = flag("--epsilon", default=0.2)
     """Lower clip range of the importance ratio (1 − ε)."""
@@ -119,8 +123,7 @@ class RLConfig(RunFlags):
             raise ConfigError(f"--epsilon {self.epsilon}: must be in (0, 1)")
         if self.kl_beta < 0:
             raise ConfigError(f"--kl-beta {self.kl_beta}: must be >= 0")
-        if self.loss not in LOSS_TYPES:
-            raise ConfigError(f"--loss {self.loss}: unknown loss (choose from {', '.join(LOSS_TYPES)})")
+        check_choices(self)
         self.validate_run()
 
     @property
@@ -156,7 +159,7 @@ class SFTConfig(RunFlags):
     """Pack several examples per row (attention does not cross example boundaries)."""
     warmup_steps: int = flag("--warmup-steps", default=10)
     """Linear learning-rate warm-up steps."""
-    lr_schedule: str = flag("--lr-schedule", default="cosine", choices=("cosine", "constant", "wsd"))
+    lr_schedule: LRSchedule = flag("--lr-schedule", default="cosine")
     """After warm-up: cosine decay to 10% of --lr, constant, or wsd (constant, then linear decay over --decay-steps)."""
     decay_steps: int = flag("--decay-steps", default=0)
     """Length of the final linear decay of the wsd schedule."""
@@ -172,6 +175,7 @@ class SFTConfig(RunFlags):
     """Run directory (default: outputs/sft/DATA--MODEL--TIME); the final model is saved in OUT/final."""
 
     def validate(self) -> None:
+        check_choices(self)
         if not self.data and not self.from_env:
             raise ConfigError("give a DATA file/hub id or --from-env ENV")
         for name in ("lr", "batch_size", "micro_batch_size", "max_length", "epochs"):

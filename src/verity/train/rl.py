@@ -9,7 +9,6 @@ model in-process; on a cluster they would be an inference server and a distribut
 
 from __future__ import annotations
 
-import random
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -17,16 +16,16 @@ from typing import Any
 
 import torch
 
-from verity.algos.advantages import compute_advantages, zero_std_groups
-from verity.algos.losses import policy_loss
+from verity.algos.advantages import compute_advantages
+from verity.algos.losses import batch_share, policy_loss
 from verity.envs.base import Environment
 from verity.errors import ConfigError
-from verity.train.batching import make_batch, split_batch
+from verity.train.batching import epoch_order, make_batch, split_batch
 from verity.train.checkpoint import resume_step, save_checkpoint
 from verity.train.config import RLConfig
 from verity.train.metrics import MetricsLog, ProgressLine, write_manifest
 from verity.train.rundir import locked_run, preflight
-from verity.types import Batch, Example, Rollout, SamplingArgs
+from verity.types import Batch, Example, Group, Rollout, SamplingArgs
 from verity.utils import run_sync
 
 # what --resume may not change: the model being trained and the task it is trained on
@@ -46,13 +45,6 @@ class TimedSampler:
             return await self.inner.generate(prompts, args)
         finally:
             self.seconds += time.perf_counter() - t0
-
-
-def example_order(n: int, seed: int, epoch: int) -> list[int]:
-    """Deterministic shuffle of example indices for one epoch."""
-    order = list(range(n))
-    random.Random(seed * 1_000_003 + epoch).shuffle(order)
-    return order
 
 
 class RLTrainer:
@@ -116,7 +108,7 @@ class RLTrainer:
         out = []
         for j in range(step * k, step * k + k):
             epoch, pos = divmod(j, n)
-            out.append(self.train_examples[example_order(n, self.cfg.seed, epoch)[pos]])
+            out.append(self.train_examples[epoch_order(n, self.cfg.seed, epoch)[pos]])
         return out
 
     # ---- one step -------------------------------------------------------------------------
@@ -128,49 +120,53 @@ class RLTrainer:
         cfg, G = self.cfg, self.cfg.group_size
         t0 = time.perf_counter()
         self.sampler.seconds = 0.0
-        jobs = [(ex, i) for ex in self.batch_examples(step) for i in range(G)]
+        examples = self.batch_examples(step)
+        jobs = [(ex, i) for ex in examples for i in range(G)]
         rollouts: list[Rollout] = run_sync(self.env.rollout(self.sampler, jobs, self.sampling_args(step)))
         t_gen = self.sampler.seconds
         t_score = time.perf_counter() - t0 - t_gen
 
+        groups = [Group(ex.id, tuple(rollouts[k * G:(k + 1) * G])) for k, ex in enumerate(examples)]
         rewards = torch.tensor([r.reward for r in rollouts])  # [N*G]
-        adv = compute_advantages(rewards, G, cfg.advantage, cfg.scale_rewards)  # [N*G]
-        flat = zero_std_groups(rewards, G)  # [N] groups with no signal are skipped
-        keep = [i for i in range(len(rollouts)) if not flat[i // G] and rollouts[i].error is None]
+        adv = compute_advantages(rewards, G, cfg.advantage, cfg.scale_rewards).view(-1, G).tolist()  # [N][G]
+        # groups with no signal are skipped, and so are failed generations
+        train = [(r, a) for g, g_adv in zip(groups, adv, strict=True) if g.has_signal
+                 for r, a in zip(g.rollouts, g_adv, strict=True) if r.error is None]
         t1 = time.perf_counter()
-        train_metrics = self.optimize([rollouts[i] for i in keep], adv[keep].tolist()) if keep else {}
+        train_metrics = self.optimize([r for r, _ in train], [a for _, a in train]) if train else {}
         t_train = time.perf_counter() - t1
-        return self.step_metrics(step, rollouts, flat, train_metrics, t_gen, t_score, t_train)
+        return self.step_metrics(step, groups, train_metrics, t_gen, t_score, t_train)
 
     def optimize(self, rollouts: list[Rollout], advantages: list[float]) -> dict[str, float]:
         """``num_iterations`` passes of micro-batched forward/backward + one optimiser step each."""
         cfg = self.cfg
         batch = make_batch(rollouts, advantages, self.tokenizer.pad_token_id, cfg.mask_truncated)
         micro = split_batch(batch, cfg.micro_batch_size)
-        if cfg.num_iterations > 1:  # the sampling policy's log-probs, before any update
+        if cfg.num_iterations > 1:  # the learner's log-probs before any update: the ratio's denominator
             with torch.no_grad():
                 micro = [_with_old(mb, self.learner.completion_logprobs(mb)[0]) for mb in micro]
         refs = [self._ref_logprobs(mb) for mb in micro] if cfg.kl_beta > 0 else [None] * len(micro)
-        total_tokens = max(batch.num_tokens, 1)
         sums: dict[str, float] = {}
         for _ in range(cfg.num_iterations):
             for mb, ref in zip(micro, refs, strict=False):
-                scale = mb.num_tokens / total_tokens if cfg.loss == "dapo" else mb.input_ids.shape[0] / len(rollouts)
-                m = self.learner.forward_backward(mb, self._loss_fn(ref), scale=scale)
+                # the loss is already the micro-batch's share; its per-token means are weighted alike
+                w = batch_share(cfg.loss, mb.input_ids.shape[0], mb.num_tokens, len(rollouts), batch.num_tokens)
+                m = self.learner.forward_backward(mb, self._loss_fn(ref, len(rollouts), batch.num_tokens))
                 for k, v in m.items():
-                    sums[k] = sums.get(k, 0.0) + v * scale / cfg.num_iterations
+                    sums[k] = sums.get(k, 0.0) + (v if k == "loss" else v * w) / cfg.num_iterations
             for k, v in self.learner.optim_step().items():
                 sums[k] = v
         return sums
 
-    def _loss_fn(self, ref: torch.Tensor | None) -> Any:
+    def _loss_fn(self, ref: torch.Tensor | None, batch_sequences: int, batch_tokens: int) -> Any:
         cfg = self.cfg
 
         def fn(lp: torch.Tensor, mb: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-            old = lp.detach() if cfg.num_iterations == 1 else mb.old_logprobs.to(lp.device)
+            old = lp.detach() if mb.old_logprobs is None else mb.old_logprobs.to(lp.device)
             return policy_loss(lp, old, mb.advantages.to(lp.device), mb.loss_mask.to(lp.device),
                                loss_type=cfg.loss, epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high,
-                               max_completion_length=cfg.max_tokens, ref_logprobs=ref, kl_beta=cfg.kl_beta)
+                               max_completion_length=cfg.max_tokens, ref_logprobs=ref, kl_beta=cfg.kl_beta,
+                               batch_sequences=batch_sequences, batch_tokens=batch_tokens)
         return fn
 
     def _ref_logprobs(self, mb: Batch) -> torch.Tensor:
@@ -184,8 +180,10 @@ class RLTrainer:
             finally:
                 self.learner.model = saved
 
-    def step_metrics(self, step: int, rollouts: list[Rollout], flat: torch.Tensor, tm: dict[str, float],
+    def step_metrics(self, step: int, groups: list[Group], tm: dict[str, float],
                      t_gen: float, t_score: float, t_train: float) -> dict[str, Any]:
+        rollouts = [r for g in groups for r in g.rollouts]
+        flat = torch.tensor([not g.has_signal for g in groups])
         rewards = torch.tensor([r.reward for r in rollouts])
         lengths = [r.num_completion_tokens for r in rollouts]
         m: dict[str, Any] = {"step": step + 1, "reward/mean": float(rewards.mean()), "reward/std": float(rewards.std())}

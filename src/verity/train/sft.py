@@ -8,7 +8,6 @@ checkpoints (same format as RL, so ``--resume`` and ``verity merge`` work the sa
 from __future__ import annotations
 
 import math
-import random
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -20,6 +19,7 @@ import torch
 from verity.algos.logprobs import selective_log_softmax
 from verity.algos.losses import sft_loss
 from verity.errors import ConfigError
+from verity.train.batching import epoch_order
 from verity.train.checkpoint import resume_step, save_checkpoint, save_merged
 from verity.train.config import SFTConfig
 from verity.train.metrics import MetricsLog, ProgressLine, write_manifest
@@ -61,7 +61,6 @@ class SFTTrainer:
                                     config.warmup_steps, self.total_steps, config.lr_schedule,
                                     autocast_dtype=pick_dtype(config.dtype, dev), decay_steps=config.decay_steps)
         self.pad_id = self.tokenizer.pad_token_id
-        self._order: tuple[int, list[int]] = (-1, [])
 
     def step_units(self, step: int) -> list[Any]:
         """The data of ``step``, a pure function of (seed, step) so that resume is exact."""
@@ -69,16 +68,8 @@ class SFTTrainer:
         out = []
         for j in range(step * k, step * k + k):
             epoch, pos = divmod(j, n)
-            out.append(self.units[self.epoch_order(epoch)[pos]])
+            out.append(self.units[epoch_order(n, self.cfg.seed, epoch)[pos]])
         return out
-
-    def epoch_order(self, epoch: int) -> list[int]:
-        """The seeded shuffle of ``epoch`` (cached: re-shuffling per example cost ~0.3 s a step)."""
-        if self._order[0] != epoch:
-            order = list(range(len(self.units)))
-            random.Random(self.cfg.seed * 1_000_003 + epoch).shuffle(order)
-            self._order = (epoch, order)
-        return self._order[1]
 
     def micro_loss(self, units: list[Any]) -> tuple[torch.Tensor, int]:
         """Summed NLL over loss tokens of a micro-batch, and the token count."""
