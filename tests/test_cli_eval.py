@@ -12,7 +12,7 @@ import pytest
 
 RECORD_KEYS = {"example_id", "rollout_idx", "prompt", "completion", "answer", "info", "task", "scores",
                "reward", "reward_errors", "completion_tokens", "finish_reason", "latency_s", "error"}
-METRICS = {"reward", "exact_match_reward", "pii_count_reward", "format_reward"}
+METRICS = {"reward", "exact_match_reward", "pii_count_reward", "format_reward_func"}
 
 
 def verity(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -28,3 +28,11 @@ class ContextLengthError(ConfigError):
         self.prompt_tokens, self.max_tokens, self.context = prompt_tokens, max_tokens, context
         super().__init__(f"{name} {max_tokens}: a prompt of {prompt_tokens} tokens plus {max_tokens} completion "
                          f"tokens exceeds the model's context window of {context} tokens")
+
+
+class ConfigValueError(ConfigError, ValueError):
+    """A bad argument value where verifiers 0.1.x raises ``ValueError`` (catchable as either)."""
+
+
+class ConfigTypeError(ConfigError, TypeError):
+    """A wrongly typed argument where verifiers 0.1.x raises ``TypeError`` (catchable as either)."""
