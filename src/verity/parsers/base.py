@@ -24,21 +24,21 @@ class Parser:
     def parse(self, text: str) -> Any:
         return self.extract_fn(text)
 
-    def _messages_with_role(self, completion: Sequence[Message] | str, role: str) -> list[Message]:
-        if isinstance(completion, str):  # verity: a plain string counts as one message of that role
-            return [{"role": role, "content": completion}] if role == "assistant" else []
-        return [m for m in completion if m.get("role") == role]
+    def _messages_with_role(self, completion: Sequence[Message], role: str) -> list[Message]:
+        # As in verifiers, a plain-text completion is not a message list: iterating it raises TypeError,
+        # so a format reward scores 0 in completion mode (verity's rubric records why).
+        return [m for m in completion if m["role"] == role]
 
-    def get_assistant_messages(self, completion: Sequence[Message] | str) -> list[Message]:
+    def get_assistant_messages(self, completion: Sequence[Message]) -> list[Message]:
         return self._messages_with_role(completion, "assistant")
 
-    def get_system_messages(self, completion: Sequence[Message] | str) -> list[Message]:
+    def get_system_messages(self, completion: Sequence[Message]) -> list[Message]:
         return self._messages_with_role(completion, "system")
 
-    def get_user_messages(self, completion: Sequence[Message] | str) -> list[Message]:
+    def get_user_messages(self, completion: Sequence[Message]) -> list[Message]:
         return self._messages_with_role(completion, "user")
 
-    def get_tool_messages(self, completion: Sequence[Message] | str) -> list[Message]:
+    def get_tool_messages(self, completion: Sequence[Message]) -> list[Message]:
         return self._messages_with_role(completion, "tool")
 
     def parse_answer(self, completion: Sequence[Message] | str) -> Any:
