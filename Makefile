@@ -11,11 +11,12 @@ TORCH_SPEC ?= torch==2.13.0
 
 .PHONY: install demo test lint bench starter clean
 
+# The compat extra (verifiers==0.1.6.post0) is what tests/test_verifiers_*.py compare verity against.
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip >/dev/null 2>&1 || true
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "$(TORCH_SPEC)"
-	$(BIN)/pip install -q -e ".[dev,math]"
+	$(BIN)/pip install -q -e ".[dev,math,compat]"
 	touch $@
 
 install: $(BIN)/.installed

@@ -30,3 +30,15 @@ def tiny_model_dir(tmp_path_factory) -> str:
     torch.set_num_threads(int(os.environ.get("VERITY_TEST_THREADS", "2")))
     out = tmp_path_factory.mktemp("tiny_model")
     return make_tiny_model(str(out), tokenizer_corpus(), vocab_size=512, hidden_size=64, num_layers=2)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print how many generated cases the verifiers differential tests ran (tests/test_verifiers_compat.py)."""
+    import sys
+
+    mod = next((m for name, m in sys.modules.items() if name.endswith("test_verifiers_compat")), None)
+    cases = getattr(mod, "CASES", None)
+    if cases:
+        per = ", ".join(f"{k} {v}" for k, v in cases.items())
+        terminalreporter.write_line(f"verifiers 0.1.6.post0 differential tests: {sum(cases.values())} generated "
+                                    f"cases ({per})")

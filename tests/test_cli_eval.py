@@ -12,7 +12,7 @@ import pytest
 
 RECORD_KEYS = {"example_id", "rollout_idx", "prompt", "completion", "answer", "info", "task", "scores",
                "reward", "reward_errors", "completion_tokens", "finish_reason", "latency_s", "error"}
-METRICS = {"reward", "exact_match_reward", "pii_count_reward", "format_reward"}
+METRICS = {"reward", "exact_match_reward", "pii_count_reward", "format_reward_func"}
 
 
 def verity(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -65,6 +65,29 @@ def test_acceptance_command(acceptance_run, tiny_model_dir):
     assert meta["status"] == "done"
     assert meta["env"] == "pii-masking" and meta["env_args"] == {"num_rows": 300}
     assert meta["sampling_args"]["max_tokens"] == 32
+
+
+def test_verifiers_01_env_file_runs_under_verity_eval(tiny_model_dir, tmp_path):
+    # tests/data/vf01_env.py is a verifiers 0.1.x environment with only its import changed
+    env_file = Path(__file__).parent / "data" / "vf01_env.py"
+    p = verity("eval", str(env_file), "-m", tiny_model_dir, "-n", "4", "-r", "2", "-t", "8", "--json",
+               "-a", '{"num_examples": 6}', "-o", str(tmp_path / "o"), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert set(out["metrics"]) == {"reward", "correct_answer_reward_func", "<lambda>", "<lambda>_2",
+                                   "format_reward_func"}
+    assert out["errors"] == 0
+    records = [json.loads(line) for line in (tmp_path / "o" / "results.jsonl").read_text().splitlines()]
+    assert len(records) == 8
+    system = records[0]["prompt"][0]
+    assert system["role"] == "system" and "<[ answer | final ]>" in system["content"]  # get_format_str()
+    # each rollout's reward is the 0.1.x weighted sum of its scores (weights 1.0, 0.25, 0.0, 0.2)
+    for r in records:
+        s = r["scores"]
+        want = s["correct_answer_reward_func"] + 0.25 * s["<lambda>"] + 0.0 * s["<lambda>_2"] \
+            + 0.2 * s["format_reward_func"]
+        assert r["reward"] == pytest.approx(want, abs=1e-12)
+        assert s["<lambda>_2"] == pytest.approx(int(r["info"]["a"]) / 10)
 
 
 def test_resume_continues(acceptance_run, tiny_model_dir):

@@ -140,11 +140,11 @@ def test_evaluate_exact_rewards():
     assert [(r["example_id"], r["rollout_idx"]) for r in res.records] == [
         (0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1)]
     assert [r["reward"] for r in res.records] == pytest.approx([1.1, 1.1, 0.1, 0.1, 0.1, 0.1])
-    assert res.records[0]["scores"] == {"exact_match": 1.0, "format_reward": 1.0}
+    assert res.records[0]["scores"] == {"exact_match": 1.0, "format_reward_func": 1.0}
     assert res.records[0]["completion"] == [{"role": "assistant", "content": "<answer>\nA\n</answer>"}]
     assert res.metrics["reward"] == pytest.approx(1.3 / 3)
     assert res.metrics["exact_match"] == pytest.approx(1 / 3)
-    assert res.metrics["format_reward"] == pytest.approx(1.0)
+    assert res.metrics["format_reward_func"] == pytest.approx(1.0)
     assert res.summary["errors"] == 0
     assert sampler.num_prompts == 6
     assert sampler.args[0].max_tokens == 7
@@ -210,7 +210,7 @@ def test_load_builtin_pii_masking():
     assert exs[0].prompt[0]["role"] == "system"
     assert exs[0].task == "privacy_masking"
     assert isinstance(exs[0].info["pii_count"], int)
-    assert env.rubric.func_names == ["exact_match_reward", "pii_count_reward", "format_reward"]
+    assert env.rubric.func_names == ["exact_match_reward", "pii_count_reward", "format_reward_func"]
     assert env.rubric.weights == [1.0, 0.5, 0.1]
     assert "pii-masking" in list_environments()
 
@@ -284,11 +284,11 @@ ANSWER = "Hi [PII], call [PII]."
 
 @pytest.mark.parametrize("text, exact, count, fmt", [
     ("<masked_output>\nHi [PII], call [PII].\n</masked_output>", 1.0, 1.0, 1.0),
-    ("<masked_output>  Hi [PII], call [PII].  </masked_output>", 1.0, 1.0, 0.8),   # padded
+    ("<masked_output>  Hi [PII], call [PII].  </masked_output>", 1.0, 1.0, 1.0),   # padding is not content
     ("Sure! <masked_output>\nHi [PII], call [PII].\n</masked_output>", 1.0, 1.0, 0.8),
     ("<masked_output>\nHello [PII], call [PII].\n</masked_output>", 0.0, 1.0, 1.0),  # wrong text, right count
     ("<masked_output>\nHi [PII], call 555.\n</masked_output>", 0.0, 0.0, 1.0),       # one PII left
-    ("Hi [PII], call [PII].", 0.0, 0.0, 0.0),                                        # no tags
+    ("Hi [PII], call [PII].", 0.0, 0.0, 0.2),                       # no tags: verifiers' constant 0.2
 ])
 def test_pii_masking_rubric(text, exact, count, fmt):
     from verity.envs.pii_masking import exact_match_reward, parser, pii_count_reward
@@ -297,7 +297,8 @@ def test_pii_masking_rubric(text, exact, count, fmt):
                            [1.0, 0.5, 0.1], parser=parser)
     completion = [{"role": "assistant", "content": text}]
     s = asyncio.run(rubric.score(prompt=[], completion=completion, answer=ANSWER, info={"pii_count": 2}))
-    assert s.scores == pytest.approx({"exact_match_reward": exact, "pii_count_reward": count, "format_reward": fmt})
+    assert s.scores == pytest.approx({"exact_match_reward": exact, "pii_count_reward": count,
+                                      "format_reward_func": fmt})
     assert s.reward == pytest.approx(1.0 * exact + 0.5 * count + 0.1 * fmt)
     assert s.errors == {}
 
@@ -308,7 +309,7 @@ def test_pii_masking_env_scores_reference_answer():
     sampler = FakeSampler(fn=lambda p: f"<masked_output>\n{answers[tuple(m['content'] for m in p)]}\n</masked_output>")
     res = env.evaluate(sampler, num_examples=4, rollouts_per_example=1)
     assert res.metrics == pytest.approx({"reward": 1.6, "exact_match_reward": 1.0, "pii_count_reward": 1.0,
-                                         "format_reward": 1.0})
+                                         "format_reward_func": 1.0})
 
 
 # ---------------------------------------------------------------- results files and resume

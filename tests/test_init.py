@@ -105,7 +105,7 @@ def test_init_install_list_eval_roundtrip(installed_env, tiny_model_dir, tmp_pat
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout)
     assert out["env"] == name and out["num_examples"] == 2 and out["rollouts_per_example"] == 1
-    assert set(out["metrics"]) == {"reward", "exact_match_reward", "format_reward"}
+    assert set(out["metrics"]) == {"reward", "exact_match_reward", "format_reward_func"}
     assert out["errors"] == 0
     assert len((tmp_path / "out" / "results.jsonl").read_text().splitlines()) == 2
 

@@ -52,7 +52,7 @@ def test_kwargs_function_receives_everything():
         return 1.0
 
     score(Rubric([everything], parser=parser), state={"turn": 2})
-    assert set(got) == {"prompt", "completion", "answer", "info", "task", "state", "parser"}
+    assert set(got) == {"prompt", "completion", "answer", "info", "task", "state", "parser", "example_id"}
     assert got["prompt"] == PROMPT
     assert got["completion"] == COMPLETION
     assert got["answer"] == "4"
@@ -82,16 +82,13 @@ def test_parser_injection_uses_rubric_parser():
     assert score(Rubric([correct], parser=parser)).reward == 1.0
 
 
-def test_unknown_argument_is_config_error_at_construction():
+def test_call_reward_func_returns_zero_on_error_like_verifiers():
     def bad(completion, ground_truth):
         return 1.0
 
-    with pytest.raises(ConfigError, match="ground_truth"):
-        Rubric([bad])
-    r = Rubric()
-    with pytest.raises(ConfigError, match="ground_truth"):
-        r.add_reward_func(bad)
-    assert r.funcs == []
+    r = Rubric([bad])
+    assert asyncio.run(r.call_reward_func(bad, PROMPT, COMPLETION, "4", {})) == 0.0
+    assert "missing 1 required positional argument: 'ground_truth'" in score(r).errors["bad"]
 
 
 # ---------------------------------------------------------------- weights
@@ -240,25 +237,59 @@ def test_bad_on_error_value():
         Rubric([], on_error="ignore")
 
 
-def test_duplicate_names_error():
-    def same(answer):
-        return 1.0
-
-    def make():
-        def same(completion):
-            return 0.0
-        return same
-
-    with pytest.raises(ConfigError, match="same"):
-        Rubric([same, make()])
-    r = Rubric([same])
-    with pytest.raises(ConfigError, match="same"):
-        r.add_reward_func(make())
+def test_same_named_functions_both_count():
+    # verifiers accepts two lambdas; its metrics dict keeps the last one's score under '<lambda>'
+    r = Rubric([lambda answer: 1.0, lambda completion: 0.25], weights=[1.0, 2.0])
+    s = score(r)
+    assert r.get_reward_func_names() == ["<lambda>", "<lambda>"]
+    assert r.func_names == ["<lambda>", "<lambda>_2"]  # verity's per-rollout scores keep both
+    assert s.scores == {"<lambda>": 1.0, "<lambda>_2": 0.25}
+    assert s.reward == 1.5
+    rs = asyncio.run(r.score_rollout(PROMPT, COMPLETION, "4", {}))
+    assert (rs.reward, rs.metrics) == (1.5, {"<lambda>": 0.25})
 
 
-def test_weights_length_mismatch():
+def test_weights_length_mismatch_pairs_like_zip():
+    # verifiers zips functions with weights: an unweighted function is scored but adds nothing
     def a(answer):
         return 1.0
 
-    with pytest.raises(ConfigError, match="weights"):
-        Rubric([a], weights=[1.0, 2.0])
+    def b(answer):
+        return 3.0
+
+    assert score(Rubric([a], weights=[1.0, 2.0])).reward == 1.0
+    s = score(Rubric([a, b], weights=[0.5]))
+    assert (s.scores, s.reward) == ({"a": 1.0, "b": 3.0}, 0.5)
+
+
+def test_verifiers_rubric_api():
+    def a(answer):
+        return 1.0
+
+    r = Rubric(funcs=[a], weights=[2.0], parallelize_scoring=False, judge_model="m")
+    assert r.judge_model == "m"  # extra kwargs become attributes
+    assert r.get_reward_funcs() == [a] and r.get_reward_weights() == [2.0]
+    assert r.get_reward_func_names() == ["a"]
+    state: dict = {}
+    rs = asyncio.run(r.score_rollout(PROMPT, COMPLETION, "4", state))
+    assert (rs.reward, rs.metrics) == (2.0, {"a": 1.0})
+    assert state["timing"]["scoring_ms"] >= 0.0
+    many = asyncio.run(r.score_rollouts([PROMPT] * 3, [COMPLETION] * 3, ["4"] * 3, [{}, {}, {}], ["t"] * 3,
+                                        [{}] * 3, max_concurrent=2, use_tqdm=False))
+    assert (many.reward, many.metrics) == ([2.0] * 3, {"a": [1.0] * 3})
+    empty = asyncio.run(r.score_rollouts([], [], [], [], [], [], use_tqdm=False))
+    assert (empty.reward, empty.metrics) == ([], {"a": []})
+
+
+def test_extra_kwargs_and_example_id_reach_functions_that_ask():
+    got = {}
+
+    def f(completion, example_id, difficulty):
+        got.update(example_id=example_id, difficulty=difficulty)
+        return 1.0
+
+    rs = asyncio.run(Rubric([f]).score_rollout(PROMPT, COMPLETION, "4", {}, example_id=7, difficulty="hard"))
+    assert rs.reward == 1.0 and got == {"example_id": 7, "difficulty": "hard"}
+    # without the kwarg the call fails: scored 0 (verifiers) and recorded (verity)
+    rs = asyncio.run(Rubric([f]).score_rollout(PROMPT, COMPLETION, "4", {}))
+    assert rs.reward == 0.0 and "difficulty" in rs.errors["f"]

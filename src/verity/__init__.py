@@ -15,7 +15,17 @@ from verity.envs.registry import list_environments, load_environment
 from verity.errors import VerityError
 from verity.parsers import Parser, ThinkParser, XMLParser
 from verity.rubrics import Rubric
-from verity.types import Batch, Completion, Example, Group, Rollout, SamplingArgs
+from verity.types import (
+    Batch,
+    Completion,
+    Example,
+    GenerateOutputs,
+    Group,
+    Rollout,
+    RolloutScore,
+    RolloutScores,
+    SamplingArgs,
+)
 
 __version__ = "0.1.0"
 
@@ -26,7 +36,6 @@ _LAZY = {
     "SFTConfig": "verity.train.config",
     "evaluate": "verity.eval.evaluate",
     "make_sampler": "verity.rollout.sampler",
-    "MultiTurnEnv": "verity.envs.multiturn",
 }
 
 
@@ -39,5 +48,5 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "Environment", "SingleTurnEnv", "load_environment", "list_environments", "Parser", "XMLParser",
     "ThinkParser", "Rubric", "Example", "Rollout", "Group", "Batch", "Completion", "SamplingArgs",
-    "VerityError", *_LAZY,
+    "VerityError", "RolloutScore", "RolloutScores", "GenerateOutputs", *_LAZY,
 ]

@@ -234,7 +234,7 @@ def template_audit(tokenizer: Any, rollouts: Sequence[Any], eos_ids: Sequence[in
 async def check_rollouts(env: Any, sampler: Any, examples: Sequence[Example], rollouts: int,
                          args: SamplingArgs) -> list[DoctorCheck]:
     jobs = [(ex, i) for ex in examples for i in range(rollouts)]
-    rs = await env.rollout(sampler, jobs, args)
+    rs = await env.rollout_batch(sampler, jobs, args)
     errors = sum(1 for r in rs if r.error)
     by_ex: dict[int, list[float]] = {}
     for r in rs:

@@ -36,3 +36,11 @@ class CheckpointError(VerityError):
 
 class DiskFullError(VerityError):
     """A write failed because the disk (or quota) is full; what was written before is kept."""
+
+
+class ConfigValueError(ConfigError, ValueError):
+    """A bad argument value where verifiers 0.1.x raises ``ValueError`` (catchable as either)."""
+
+
+class ConfigTypeError(ConfigError, TypeError):
+    """A wrongly typed argument where verifiers 0.1.x raises ``TypeError`` (catchable as either)."""

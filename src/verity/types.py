@@ -46,8 +46,9 @@ class Example:
 
     id: int
     """Row index in the split it came from (stable across runs with the same env args)."""
-    prompt: tuple[Message, ...]
-    """Chat messages sent to the model (system prompt, few-shot and question already applied)."""
+    prompt: tuple[Message, ...] | str
+    """Chat messages sent to the model (system prompt, few-shot and question already applied);
+    plain text for a completion-mode (``message_type="completion"``) environment."""
     answer: str = ""
     """Reference answer the rubric may compare against ('' when the dataset has none)."""
     info: Mapping[str, Any] = field(default_factory=dict)
@@ -159,9 +160,10 @@ class Rollout:
 
     example_id: int
     rollout_idx: int
-    prompt: tuple[Message, ...]
-    completion: tuple[Message, ...]
-    """Assistant (and, for multi-turn envs, environment) messages after the prompt."""
+    prompt: tuple[Message, ...] | str
+    completion: tuple[Message, ...] | str
+    """Assistant (and, for multi-turn envs, environment) messages after the prompt; the completion
+    text for a completion-mode environment."""
     answer: str
     info: Mapping[str, Any]
     task: str
@@ -196,8 +198,8 @@ class Rollout:
         return {
             "example_id": self.example_id,
             "rollout_idx": self.rollout_idx,
-            "prompt": list(self.prompt),
-            "completion": list(self.completion),
+            "prompt": self.prompt if isinstance(self.prompt, str) else list(self.prompt),
+            "completion": self.completion if isinstance(self.completion, str) else list(self.completion),
             "answer": self.answer,
             "info": dict(self.info),
             "task": self.task,
@@ -310,3 +312,38 @@ class DoctorCheck:
     name: str
     status: Literal["pass", "warn", "fail"]
     detail: str
+
+
+class RolloutScore:
+    """One rollout's scores as verifiers 0.1.x returns them from ``Rubric.score_rollout``."""
+
+    reward: float
+    """Weighted sum of the reward functions' scores."""
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    """Score per reward function ``__name__`` (same-named functions: the last one, as in verifiers)."""
+    errors: Mapping[str, str] = field(default_factory=dict)
+    """verity: reward functions that raised (scored 0), name -> error message."""
+
+
+@dataclass(frozen=True)
+class RolloutScores:
+    """Scores of many rollouts, as ``Rubric.score_rollouts`` returns them."""
+
+    reward: list[float]
+    metrics: Mapping[str, list[float]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GenerateOutputs:
+    """What ``Environment.generate`` returns (the verifiers 0.1.x columns, one entry per rollout)."""
+
+    prompt: list[Any]
+    completion: list[Any]
+    answer: list[Any]
+    state: list[dict[str, Any]]
+    task: list[str]
+    info: list[dict[str, Any]]
+    example_id: list[int]
+    reward: list[float]
+    metrics: Mapping[str, list[float]] = field(default_factory=dict)
+    metadata: Mapping[str, Any] = field(default_factory=dict)

@@ -199,5 +199,5 @@ def test_rubric_rewards_correct_answer():
     s_good = asyncio.run(env.rubric.score(prompt=list(ex.prompt), completion=good, answer=ex.answer))
     s_bad = asyncio.run(env.rubric.score(prompt=list(ex.prompt), completion=bad, answer=ex.answer))
     assert abs(s_good.reward - 1.1) < 1e-9
-    assert s_bad.reward == 0.0
+    assert abs(s_bad.reward - 0.1 * 0.2) < 1e-9  # any text gets the format reward's 0.2 (verifiers 0.1.x)
 '''

@@ -26,6 +26,14 @@ def _check_messages(value: Any, where: str) -> tuple[Message, ...]:
     return tuple(out)
 
 
+def _text_prompt(row: Any, where: str) -> str:
+    col = "prompt" if row.get("prompt") is not None else "question"
+    if not isinstance(row.get(col), str):
+        raise DatasetError(f"{where}, column '{col}': a completion-mode prompt must be str, "
+                           f"got {type(row.get(col)).__name__}")
+    return row[col]
+
+
 def _parse_info(value: Any, where: str) -> dict[str, Any]:
     if value is None:
         return {}
@@ -47,10 +55,13 @@ def examples_from_dataset(
     system_prompt: str | None = None,
     few_shot: Sequence[Message] | None = None,
     limit: int = -1,
+    message_type: str = "chat",
 ) -> list[Example]:
     """Validate ``dataset`` (a ``datasets.Dataset`` or a list of dicts) and build examples.
 
-    Raises :class:`DatasetError` naming the split, column and row of the first problem.
+    With ``message_type="completion"`` the prompt is plain text: the ``prompt`` column (or
+    ``question``) as a string. Raises :class:`DatasetError` naming the split, column and row
+    of the first problem.
     """
     cols = list(getattr(dataset, "column_names", None) or (dataset[0].keys() if len(dataset) else []))
     if "question" not in cols and "prompt" not in cols:
@@ -64,7 +75,9 @@ def examples_from_dataset(
     out: list[Example] = []
     for i, row in enumerate(rows):
         where = f"dataset '{name}', row {i}"
-        if "prompt" in cols and row.get("prompt") is not None:
+        if message_type == "completion":
+            prompt = _text_prompt(row, where)
+        elif "prompt" in cols and row.get("prompt") is not None:
             prompt = _check_messages(row["prompt"], f"{where}, column 'prompt'")
             if system_prompt and prompt[0]["role"] != "system":
                 prompt = (head[0], *prompt)

@@ -133,7 +133,7 @@ def load_environment(env_id: str, **env_args: Any) -> Any:
             )
     _check_arg_types(env_id, fn, env_args)
     env = fn(**env_args)
-    if not hasattr(env, "rollout") or not hasattr(env, "get_examples"):
+    if not hasattr(env, "rollout_batch") or not hasattr(env, "get_examples"):
         raise ConfigError(f"load_environment of {env_id!r} returned {type(env).__name__}, not an Environment")
     env.env_id = env_id
     env.env_args = dict(env_args)

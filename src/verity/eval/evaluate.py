@@ -1,4 +1,4 @@
-"""``evaluate``: examples × rollouts through :meth:`Environment.rollout`, written as they finish.
+"""``evaluate``: examples × rollouts through :meth:`Environment.rollout_batch`, written as they finish.
 
 Results go to ``OUT_DIR/results.jsonl`` one line per rollout, appended and fsynced after
 each chunk, so a killed run loses at most the chunk in flight; ``resume=True`` skips the
@@ -126,7 +126,7 @@ async def evaluate(
     for start in range(0, len(todo), size):
         chunk = todo[start:start + size]
         chunk_args = args.replace(seed=(args.seed if args.seed is not None else seed) + len(done) + start)
-        rollouts = await env.rollout(sampler, chunk, chunk_args)
+        rollouts = await env.rollout_batch(sampler, chunk, chunk_args)
         new = [r.to_record() for r in rollouts]
         if out is not None:
             append_jsonl(out / "results.jsonl", new)

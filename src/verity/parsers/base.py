@@ -1,34 +1,60 @@
-"""The base :class:`Parser`: identity parsing and helpers shared by all parsers."""
+"""The base :class:`Parser` (verifiers 0.1.x semantics): ``parse`` applies ``extract_fn``,
+``parse_answer`` parses the last assistant message, the format reward is always 1.0."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from verity.types import Message
 
 
+def _identity(text: str) -> str:
+    return text
+
+
 class Parser:
-    """Extracts the answer from a completion. The base parser returns the text unchanged."""
+    """Extracts the answer from a completion. The base parser returns ``extract_fn(text)``."""
+
+    def __init__(self, extract_fn: Callable[[str], Any] = _identity):
+        self.logger = logging.getLogger(f"verity.parsers.{type(self).__name__}")
+        self.extract_fn = extract_fn
 
     def parse(self, text: str) -> Any:
-        return text
+        return self.extract_fn(text)
 
-    def get_assistant_messages(self, completion: Sequence[Message] | str) -> list[Message]:
-        """Assistant messages of a completion (a plain string counts as one)."""
+    def _messages_with_role(self, completion: Sequence[Message], role: str) -> list[Message]:
+        # As in verifiers, a plain-text completion is not a message list: iterating it raises TypeError,
+        # so a format reward scores 0 in completion mode (verity's rubric records why).
+        return [m for m in completion if m["role"] == role]
+
+    def get_assistant_messages(self, completion: Sequence[Message]) -> list[Message]:
+        return self._messages_with_role(completion, "assistant")
+
+    def get_system_messages(self, completion: Sequence[Message]) -> list[Message]:
+        return self._messages_with_role(completion, "system")
+
+    def get_user_messages(self, completion: Sequence[Message]) -> list[Message]:
+        return self._messages_with_role(completion, "user")
+
+    def get_tool_messages(self, completion: Sequence[Message]) -> list[Message]:
+        return self._messages_with_role(completion, "tool")
+
+    def parse_answer(self, completion: Sequence[Message] | str) -> Any:
+        """``parse`` of a string completion, or of the last assistant message's content.
+
+        As in verifiers, a message list without an assistant message raises ``IndexError``
+        (inside a :class:`~verity.rubrics.Rubric` that is recorded as a reward error, scored 0).
+        """
         if isinstance(completion, str):
-            return [{"role": "assistant", "content": completion}]
-        return [m for m in completion if m.get("role") == "assistant"]
-
-    def parse_answer(self, completion: Sequence[Message] | str) -> str | None:
-        """The answer in a completion: here, the last assistant message's text."""
-        msgs = self.get_assistant_messages(completion)
-        return (msgs[-1].get("content") or "") if msgs else None
+            return self.parse(completion)
+        return self.parse(str(self.get_assistant_messages(completion)[-1].get("content", "")))
 
     def get_format_reward_func(self) -> Callable[..., float]:
-        """A reward function that is 1.0 for any non-empty completion."""
+        """A reward function that is always 1.0 (the base parser accepts any format)."""
 
-        def format_reward(completion: Any) -> float:
-            return 1.0 if self.parse_answer(completion) else 0.0
+        def format_reward_func(completion: Any, **kwargs: Any) -> float:
+            return 1.0
 
-        return format_reward
+        return format_reward_func

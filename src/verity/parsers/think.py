@@ -2,42 +2,39 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from verity.parsers.base import Parser
-from verity.types import Message
+
+
+def follows_think_format(text: str) -> float:
+    """1.0 when ``text`` starts with its only ``<think>`` block, closes it once and has text after it."""
+    ok = (text.strip().startswith("<think>") and text.count("<think>") == 1 and text.count("</think>") == 1
+          and len(text.split("</think>")[-1]) > 0)
+    return 1.0 if ok else 0.0
 
 
 class ThinkParser(Parser):
-    """The answer is the text after ``</think>``; ``extract_fn`` may post-process it."""
+    """The answer is the text after the last ``</think>`` (stripped), passed through ``extract_fn``.
 
-    def __init__(self, extract_fn: Callable[[str], str] | None = None):
-        self.extract_fn = extract_fn or (lambda s: s)
+    Without ``</think>`` the model has not finished thinking: the parsed text is ``""``
+    (``extract_fn("")``), as in verifiers 0.1.x.
+    """
 
-    def parse(self, text: str) -> str | None:
-        if "</think>" in text:
-            text = text.rsplit("</think>", 1)[1]
-        elif "<think>" in text:
-            return None  # still thinking: no answer yet
+    def parse(self, text: str) -> Any:
+        text = text.split("</think>")[-1].strip() if "</think>" in text else ""
         return self.extract_fn(text.strip())
 
-    def parse_answer(self, completion: Sequence[Message] | str) -> str | None:
-        msgs = self.get_assistant_messages(completion)
-        return self.parse(msgs[-1].get("content") or "") if msgs else None
-
     def get_format_reward_func(self) -> Callable[..., float]:
-        """1.0 when every assistant message has one closed think block followed by an answer."""
+        """Mean of :func:`follows_think_format` over the assistant messages.
 
-        def format_reward(completion: Any) -> float:
-            msgs = self.get_assistant_messages(completion)
-            if not msgs:
-                return 0.0
-            ok = 0
-            for m in msgs:
-                t = (m.get("content") or "").strip()
-                if t.count("<think>") == 1 and t.count("</think>") == 1 and t.startswith("<think>"):
-                    ok += bool(t.split("</think>", 1)[1].strip())
-            return ok / len(msgs)
+        A completion without assistant messages raises ``ZeroDivisionError`` as in verifiers
+        (a rubric records it and scores 0).
+        """
 
-        return format_reward
+        def format_reward_func(completion: Any, **kwargs: Any) -> float:
+            messages = self.get_assistant_messages(completion)
+            return sum(follows_think_format(m["content"]) for m in messages) / len(messages)
+
+        return format_reward_func

@@ -1,4 +1,9 @@
-"""XML-tag parser (``<think>…</think><answer>…</answer>``), with the verifiers-style format reward."""
+"""XML-tag parser (``<think>…</think><answer>…</answer>``) with the semantics of verifiers 0.1.x.
+
+A field is a tag name or a tuple of alternative tag names (the first is canonical: it is
+the tag :meth:`XMLParser.format` writes). :meth:`XMLParser.parse` returns one attribute per
+tag name, alternatives included; whitespace around a field's content is never part of it.
+"""
 
 from __future__ import annotations
 
@@ -7,107 +12,144 @@ from collections.abc import Callable, Sequence
 from types import SimpleNamespace
 from typing import Any
 
-from verity.errors import ConfigError
-from verity.parsers.base import Parser
+from verity.errors import ConfigTypeError, ConfigValueError
+from verity.parsers.base import Parser, _identity
 from verity.types import Message
 
 
-class XMLParser(Parser):
-    """Parses XML-tagged fields out of a completion.
+def _check_fields(fields: Sequence[str | tuple[str, ...]]) -> list[tuple[str, list[str]]]:
+    out: list[tuple[str, list[str]]] = []
+    seen: set[str] = set()
+    for f in fields:
+        if isinstance(f, str):
+            alts = [f]
+        elif isinstance(f, tuple):
+            if not f:
+                raise ConfigValueError("XMLParser: a field tuple cannot be empty")
+            if not all(isinstance(a, str) for a in f):
+                raise ConfigTypeError(f"XMLParser: field {f!r}: all alternatives in a tuple must be strings")
+            alts = list(f)
+        else:
+            raise ConfigTypeError(f"XMLParser: field {f!r}: each field must be a string or a tuple of strings")
+        if alts[0] in seen:
+            raise ConfigValueError(f"XMLParser: duplicate field name {alts[0]!r}")
+        seen.add(alts[0])
+        out.append((alts[0], alts))
+    return out
 
-    ``fields`` lists the expected tags in order; an entry may be a tuple of alternative tag
-    names, the first being the canonical attribute name (``("code", "python")`` is read from
-    either ``<code>`` or ``<python>`` and exposed as ``.code``).
+
+class XMLParser(Parser):
+    """Parses XML-tagged fields out of a completion (verifiers 0.1.x ``XMLParser``).
+
+    ``XMLParser(["reasoning", ("code", "answer")], answer_field="answer")``: ``parse`` exposes
+    ``.reasoning``, ``.code`` and ``.answer``. ``extract_fn`` is accepted and stored, and, as in
+    verifiers, not applied by ``parse``.
     """
 
-    def __init__(self, fields: Sequence[str | tuple[str, ...]], answer_field: str = "answer"):
-        if not fields:
-            raise ConfigError("XMLParser needs at least one field")
-        self._fields: list[tuple[str, tuple[str, ...]]] = []
-        for f in fields:
-            alts = (f,) if isinstance(f, str) else tuple(f)
-            if not alts or not all(isinstance(a, str) and a for a in alts):
-                raise ConfigError(f"XMLParser: bad field {f!r}")
-            self._fields.append((alts[0], alts))
+    def __init__(self, fields: Sequence[str | tuple[str, ...]], answer_field: str = "answer",
+                 extract_fn: Callable[[str], Any] = _identity):
+        super().__init__(extract_fn=extract_fn)
+        self._fields = _check_fields(fields)
         self.answer_field = answer_field
-        if answer_field not in {c for c, _ in self._fields}:
-            raise ConfigError(f"XMLParser: answer_field {answer_field!r} is not one of the fields")
+        # Tag names are matched literally (verity escapes them; verifiers does not, see docs/verifiers.md).
         self._patterns = {
-            alt: re.compile(rf"<{re.escape(alt)}>(.*?)</{re.escape(alt)}>", re.DOTALL)
-            for _, alts in self._fields
-            for alt in alts
+            alt: re.compile(rf"<{re.escape(alt)}>\s*(.*?)\s*</{re.escape(alt)}>", re.DOTALL)
+            for _, alts in self._fields for alt in alts
         }
 
-    @property
-    def fields(self) -> list[str]:
-        return [c for c, _ in self._fields]
+    def get_fields(self) -> list[str]:
+        """The canonical field names, in order."""
+        return [canonical for canonical, _ in self._fields]
 
-    def _find(self, text: str, alts: tuple[str, ...]) -> str | None:
-        for alt in alts:
-            m = self._patterns[alt].search(text)
-            if m:
-                return m.group(1)
-        return None
-
-    def parse(self, text: str, strip: bool = True) -> SimpleNamespace:
-        """One attribute per canonical field: its content, or None when the tag is absent."""
-        out = {}
+    def get_format_str(self) -> str:
+        """The expected format, for system prompts: ``<think>\\n...\\n</think>``, alternatives as ``[ a | b ]``."""
+        parts = []
         for canonical, alts in self._fields:
-            v = self._find(text, alts)
-            out[canonical] = v.strip() if (v is not None and strip) else v
+            tag = f"[ {' | '.join(alts)} ]" if len(alts) > 1 else canonical
+            parts.append(f"<{tag}>\n...\n</{tag}>")
+        return "\n".join(parts)
+
+    def _match(self, alt: str, text: str, last: bool) -> re.Match[str] | None:
+        pattern = self._patterns[alt]
+        if not last:
+            return pattern.search(text)
+        m = None
+        for m in pattern.finditer(text):  # noqa: B007 - keep the last match
+            pass
+        return m
+
+    def parse(self, text: str, strip: bool = True, last: bool = False) -> SimpleNamespace:
+        """One attribute per tag name (alternatives included): the content of its first
+        (``last=True``: last) occurrence, or None. The match already excludes the whitespace
+        next to the tags, so ``strip`` only matters for whitespace the regex cannot see."""
+        out: dict[str, str | None] = {}
+        for _, alts in self._fields:
+            for alt in alts:
+                m = self._match(alt, text, last)
+                out[alt] = None if m is None else (m.group(1).strip() if strip else m.group(1))
         return SimpleNamespace(**out)
 
     def parse_answer(self, completion: Sequence[Message] | str) -> str | None:
-        """The answer field from the last assistant message that has it (None if none does)."""
+        """The answer field: for a string, its last occurrence; for messages, the first occurrence
+        in the last assistant message that has one. None when absent."""
+        if isinstance(completion, str):
+            return getattr(self.parse(completion, last=True), self.answer_field, None)
         for msg in reversed(self.get_assistant_messages(completion)):
-            v = getattr(self.parse(msg.get("content") or ""), self.answer_field)
-            if v is not None:
-                return v
+            value = getattr(self.parse(str(msg.get("content"))), self.answer_field, None)
+            if value is not None:
+                return value
         return None
 
-    def format(self, **values: str) -> str:
-        """Render fields as the model is expected to write them (used to build SFT targets)."""
+    def format(self, **kwargs: Any) -> str:
+        """Render every field (by canonical name or any alternative) under its canonical tag.
+
+        Raises ``ValueError`` naming the field when one is missing, as verifiers does."""
         parts = []
         for canonical, alts in self._fields:
-            if canonical in values:
-                parts.append(f"<{alts[0]}>\n{values[canonical]}\n</{alts[0]}>")
+            # the canonical name wins when given (even as None), else the first alternative given
+            value = kwargs[canonical] if canonical in kwargs else next((kwargs[a] for a in alts if a in kwargs), None)
+            if value is None:
+                raise ValueError(f"Missing value for field '{canonical}' (allowed: {alts})")
+            parts.append(f"<{canonical}>\n{value}\n</{canonical}>")
         return "\n".join(parts)
 
     def format_score(self, text: str) -> float:
-        """Format score of one message, in [0, 1]:
+        """Format score of one message, in [0, 1] (verifiers' per-message format reward):
 
-        0.4 × fraction of fields present + 0.2 if every present field's content parses
-        without stripping (no whitespace padding beyond one newline inside the tags)
-        + 0.2 if the message starts with the first field's tag + 0.2 if it ends with the
-        last field's closing tag.
+        0.4 × fraction of fields whose tag appears (only if at least one field parses)
+        + 0.2 (verifiers' spacing check: it compares two parses made with the same
+        whitespace-trimming pattern, so it always passes) + 0.2 if the stripped message
+        starts with a first-field tag + 0.2 if it ends with a last-field closing tag.
         """
-        parsed_raw = self.parse(text, strip=False)
-        present = [c for c, _ in self._fields if getattr(parsed_raw, c) is not None]
-        score = 0.4 * len(present) / len(self._fields)
-        if present and all(_clean(getattr(parsed_raw, c)) for c in present):
-            score += 0.2
+        parsed = self.parse(text)
+        has_any_field = False
+        present: set[int] = set()
+        for i, (_, alts) in enumerate(self._fields):
+            for alt in alts:
+                if getattr(parsed, alt) is not None:
+                    has_any_field = True
+                    present.add(i)
+                elif f"<{alt}>" in text or f"</{alt}>" in text:
+                    present.add(i)
+        score = 0.0
+        if has_any_field:
+            score += 0.4 * (len(present) / len(self._fields))
+        score += 0.2
         stripped = text.strip()
-        first_alts, last_alts = self._fields[0][1], self._fields[-1][1]
-        if any(stripped.startswith(f"<{a}>") for a in first_alts):
+        if any(stripped.startswith(f"<{alt}>") for alt in self._fields[0][1]):
             score += 0.2
-        if any(stripped.endswith(f"</{a}>") for a in last_alts):
+        if any(stripped.endswith(f"</{alt}>") for alt in self._fields[-1][1]):
             score += 0.2
-        return round(score, 10)
+        return score
 
     def get_format_reward_func(self) -> Callable[..., float]:
-        """Reward function averaging :meth:`format_score` over the assistant messages."""
+        """Reward function: the mean :meth:`format_score` of the assistant messages (0.0 if none)."""
 
-        def format_reward(completion: Any) -> float:
+        def format_reward_func(completion: Any, **kwargs: Any) -> float:
             msgs = self.get_assistant_messages(completion)
             if not msgs:
                 return 0.0
-            return sum(self.format_score(m.get("content") or "") for m in msgs) / len(msgs)
+            scores = [self.format_score(str(m.get("content"))) for m in msgs]
+            return sum(scores) / len(scores)
 
-        return format_reward
-
-
-def _clean(content: str) -> bool:
-    """True when content has no whitespace padding except one newline after/before the tags."""
-    inner = content[1:] if content.startswith("\n") else content
-    inner = inner[:-1] if inner.endswith("\n") else inner
-    return inner == inner.strip() and inner != ""
+        return format_reward_func

@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from verity.types import Completion, Messages, SamplingArgs, check_context
+from verity.types import ChatOrText, Completion, SamplingArgs, check_context
 
 
 class HFSampler:
@@ -49,17 +49,19 @@ class HFSampler:
         model, tok = load_model(name, dtype=dtype, device=device)
         return cls(model, tok, batch_size=batch_size, name=name)
 
-    def render(self, prompt: Messages) -> list[int]:
-        """Prompt token ids through the tokenizer's chat template."""
+    def render(self, prompt: ChatOrText) -> list[int]:
+        """Prompt token ids through the tokenizer's chat template (plain text, completion mode: tokenized as is)."""
+        if isinstance(prompt, str):
+            return list(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
         ids = self.tokenizer.apply_chat_template(list(prompt), add_generation_prompt=True, tokenize=True)
         if isinstance(ids, dict) or hasattr(ids, "keys"):
             ids = ids["input_ids"]
         return list(ids)
 
-    async def generate(self, prompts: Sequence[Messages], args: SamplingArgs) -> list[Completion]:
+    async def generate(self, prompts: Sequence[ChatOrText], args: SamplingArgs) -> list[Completion]:
         return await asyncio.to_thread(self.generate_sync, prompts, args)
 
-    def generate_sync(self, prompts: Sequence[Messages], args: SamplingArgs) -> list[Completion]:
+    def generate_sync(self, prompts: Sequence[ChatOrText], args: SamplingArgs) -> list[Completion]:
         rendered = [self.render(p) for p in prompts]
         return self.generate_ids(rendered, args)
 

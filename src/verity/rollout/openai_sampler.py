@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from verity.errors import EndpointError
-from verity.types import Completion, Messages, SamplingArgs
+from verity.types import ChatOrText, Completion, SamplingArgs
 
 
 class OpenAISampler:
@@ -59,11 +59,16 @@ class OpenAISampler:
             pass  # some servers lack /models; the real requests will tell
         self._checked = True
 
-    async def _one(self, prompt: Messages, args: SamplingArgs) -> Completion:
+    async def _one(self, prompt: ChatOrText, args: SamplingArgs) -> Completion:
         import openai
 
-        req: dict[str, Any] = dict(model=self.name, messages=list(prompt), max_tokens=args.max_tokens,
-                                   temperature=args.temperature, top_p=args.top_p)
+        chat = not isinstance(prompt, str)  # a plain-text prompt goes to /completions (completion mode)
+        req: dict[str, Any] = dict(model=self.name, max_tokens=args.max_tokens, temperature=args.temperature,
+                                   top_p=args.top_p)
+        if chat:
+            req["messages"] = list(prompt)
+        else:
+            req["prompt"] = prompt
         if args.stop:
             req["stop"] = list(args.stop)
         if args.seed is not None:
@@ -72,15 +77,17 @@ class OpenAISampler:
         t0 = time.perf_counter()
         async with self._sem:
             try:
-                resp = await self.client.chat.completions.create(**req)
+                api = self.client.chat.completions if chat else self.client.completions
+                resp = await api.create(**req)
             except openai.APITimeoutError:
-                raise EndpointError(self._hung("a chat completion", self.timeout, self.max_retries + 1)) from None
+                what = "a chat completion" if chat else "a completion"
+                raise EndpointError(self._hung(what, self.timeout, self.max_retries + 1)) from None
             except (openai.APIConnectionError, openai.AuthenticationError, openai.NotFoundError) as e:
                 raise EndpointError(f"endpoint {self.client.base_url}: {type(e).__name__}: {e}") from None
             except openai.APIError as e:
                 return Completion(text="", finish_reason="error", error=f"{type(e).__name__}: {e}",
                                   latency_s=time.perf_counter() - t0)
-        bad = _not_a_completion(resp)
+        bad = _not_a_completion(resp, chat)
         if bad:
             return Completion(text="", finish_reason="error", error=f"endpoint answered {bad}",
                               latency_s=time.perf_counter() - t0)
@@ -89,12 +96,12 @@ class OpenAISampler:
         if resp.usage is not None:
             usage = {"prompt_tokens": resp.usage.prompt_tokens, "completion_tokens": resp.usage.completion_tokens}
         return Completion(
-            text=choice.message.content or "",
+            text=(choice.message.content if chat else choice.text) or "",
             finish_reason="length" if choice.finish_reason == "length" else "stop",
             latency_s=time.perf_counter() - t0, usage=usage,
         )
 
-    async def generate(self, prompts: Sequence[Messages], args: SamplingArgs) -> list[Completion]:
+    async def generate(self, prompts: Sequence[ChatOrText], args: SamplingArgs) -> list[Completion]:
         if not self._checked:
             await self.check()
         return list(await asyncio.gather(*(self._one(p, args) for p in prompts)))
@@ -112,14 +119,16 @@ def _float(v: Any, default: float) -> float:
     return float(read) if isinstance(read, (int, float)) else default
 
 
-def _not_a_completion(resp: Any) -> str | None:
-    """What is wrong with an answer that is not a usable chat completion (None when it is one)."""
+def _not_a_completion(resp: Any, chat: bool = True) -> str | None:
+    """What is wrong with an answer that is not a usable (chat) completion (None when it is one)."""
     if isinstance(resp, (str, bytes)):
         text = resp.decode("utf-8", "replace") if isinstance(resp, bytes) else resp
         return f"a non-JSON body ({' '.join(text.split())[:60]!r})"
     choices = getattr(resp, "choices", None)
     if not choices:
         return "JSON without choices"
+    if not chat:
+        return None if getattr(choices[0], "text", None) is not None else "a choice without text"
     message = getattr(choices[0], "message", None)
     if message is None:
         return "a choice without a message"

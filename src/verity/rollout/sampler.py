@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from verity.types import Completion, Messages, SamplingArgs
+from verity.types import ChatOrText, Completion, SamplingArgs
 
 
 @runtime_checkable
@@ -21,8 +21,9 @@ class Sampler(Protocol):
     name: str
     """Model name recorded in results."""
 
-    async def generate(self, prompts: Sequence[Messages], args: SamplingArgs) -> list[Completion]:
-        """One completion per prompt, in order. Failures come back as ``finish_reason='error'``."""
+    async def generate(self, prompts: Sequence[ChatOrText], args: SamplingArgs) -> list[Completion]:
+        """One completion per prompt (chat messages, or plain text for completion-mode environments),
+        in order. Failures come back as ``finish_reason='error'``."""
         ...
 
 

@@ -122,7 +122,7 @@ class RLTrainer:
         self.sampler.seconds = 0.0
         examples = self.batch_examples(step)
         jobs = [(ex, i) for ex in examples for i in range(G)]
-        rollouts: list[Rollout] = run_sync(self.env.rollout(self.sampler, jobs, self.sampling_args(step)))
+        rollouts: list[Rollout] = run_sync(self.env.rollout_batch(self.sampler, jobs, self.sampling_args(step)))
         t_gen = self.sampler.seconds
         t_score = time.perf_counter() - t0 - t_gen
 
