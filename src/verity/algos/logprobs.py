@@ -89,7 +89,8 @@ class _SelectiveLogSoftmax(torch.autograd.Function):
         return out
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+    def backward(ctx: Any, *grad_outputs: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (grad,) = grad_outputs  # [B, T]: d loss / d log-prob of each chosen token
         logits, index, lse = ctx.saved_tensors
         T = ctx.temperature
         B = logits.shape[0]
