@@ -78,9 +78,14 @@ def build_config(cls: type[C], ns: argparse.Namespace, argv: list[str]) -> C:
 
 
 def _checked_toml_value(cls: type, name: str, v: Any, cfg_file: str) -> Any:
-    """A TOML value of the field's type (an int where a float is wanted is fine), else a one-line error."""
-    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    """A TOML value of the field's type (an int where a float is wanted is fine) and, for a ``Literal``
+    field, one of its choices; else a one-line error naming the file and key."""
     tp, _ = base_type(typing.get_type_hints(cls)[name])
+    choices = choices_of(tp)
+    if choices:
+        if v not in choices:
+            raise ConfigError(f"--config {cfg_file}: {name} = {v!r} is not one of {', '.join(map(str, choices))}")
+        return v
     if typing.get_origin(tp) in (list, tuple):
         ok = isinstance(v, list) and all(isinstance(x, str) for x in v)
         want = "a list of strings"
@@ -91,9 +96,6 @@ def _checked_toml_value(cls: type, name: str, v: Any, cfg_file: str) -> Any:
         return v
     if not ok:
         raise ConfigError(f"--config {cfg_file}: {name} = {v!r} should be {want}")
-    choices = f.metadata.get("choices")
-    if choices and v not in choices:
-        raise ConfigError(f"--config {cfg_file}: {name} = {v!r} is not one of {', '.join(map(str, choices))}")
     return float(v) if tp is float else v
 
 
