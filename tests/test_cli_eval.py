@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 RECORD_KEYS = {"example_id", "rollout_idx", "prompt", "completion", "answer", "info", "task", "scores",
-               "reward", "reward_errors", "completion_tokens", "finish_reason", "latency_s", "error"}
+               "reward", "reward_errors", "completion_tokens", "finish_reason", "stop_reason", "num_turns", "latency_s",
+               "error"}
 METRICS = {"reward", "exact_match_reward", "pii_count_reward", "format_reward_func"}
 
 

@@ -36,6 +36,9 @@ _LAZY = {
     "SFTConfig": "verity.train.config",
     "evaluate": "verity.eval.evaluate",
     "make_sampler": "verity.rollout.sampler",
+    "MultiTurnEnv": "verity.envs.multiturn",
+    "ToolEnv": "verity.envs.tool_env",
+    "StatefulToolEnv": "verity.envs.tool_env",
 }
 
 

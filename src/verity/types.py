@@ -152,6 +152,35 @@ class Completion:
     top_logprobs: tuple[tuple[tuple[int, float], ...], ...] = ()
     """Per completion token, the ``SamplingArgs.top_logprobs`` most likely ``(token id, log-prob)``
     pairs, most likely first, under the same distribution as ``logprobs`` (empty unless asked for)."""
+    tool_calls: tuple[Mapping[str, Any], ...] = ()
+    """OpenAI-shaped tool calls an endpoint returned (``{"id", "type", "function": {"name", "arguments"}}``)."""
+
+
+StopReason = Literal["completed", "max_turns", "max_tokens", "context", "error"]
+"""Why a rollout ended: the env said done, the turn limit, the last turn was cut off by
+max_tokens, the context window is full, or an error (generation, an env hook)."""
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One model turn of a rollout: where its sampled tokens sit and what followed it.
+
+    ``completion_ids[start:start + num_sampled]`` are the tokens the model sampled this turn
+    (mask 1); the tokens after them up to the next turn's ``start`` were inserted by the
+    environment and the chat template (mask 0). The model saw ``prompt_ids +
+    completion_ids[:start]`` as its context for this turn.
+    """
+
+    index: int
+    start: int
+    """Offset of this turn's first sampled token in the rollout's ``completion_ids``."""
+    num_sampled: int
+    message_index: int
+    """Index of this turn's assistant message in the rollout's ``completion`` messages."""
+    num_env_messages: int
+    """Environment messages appended after this turn (0 after the last one unless the turn limit hit)."""
+    finish_reason: FinishReason
+    latency_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -184,6 +213,9 @@ class Rollout:
     """Generation error (the rollout then scores 0 and is excluded from training)."""
     usage_tokens: int = 0
     """Completion tokens reported by an API backend that returns no token ids."""
+    stop_reason: StopReason = "completed"
+    turns: tuple[Turn, ...] = ()
+    """Per-turn records (one for a single-turn rollout)."""
 
     @property
     def truncated(self) -> bool:
@@ -208,9 +240,26 @@ class Rollout:
             "reward_errors": dict(self.reward_errors),
             "completion_tokens": self.num_completion_tokens,
             "finish_reason": self.finish_reason,
+            "stop_reason": self.stop_reason,
+            "num_turns": len(self.turns),
             "latency_s": round(self.latency_s, 4),
             "error": self.error,
         }
+
+
+@dataclass(frozen=True)
+class TurnAudit:
+    """Whether re-rendering a conversation up to one turn boundary reproduces the token ids the
+    model actually saw there (see :func:`verity.rollout.tokens.audit_rollout`)."""
+
+    turn: int
+    matches: bool
+    sampled_len: int
+    """Length of the context the model saw at this turn (prompt + earlier turns, as sampled)."""
+    rendered_len: int
+    """Length of the same conversation re-rendered with the chat template."""
+    first_diff: int | None = None
+    """First position where the two differ (None when they match)."""
 
 
 @dataclass(frozen=True)

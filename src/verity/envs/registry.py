@@ -1,7 +1,8 @@
 """Finding environments by id: built-ins, installed plugins, local files and modules.
 
 Lookup order for ``load_environment(env_id, **env_args)``:
-1. built-in ids (``pii-masking``, ``reverse-text``, ``arithmetic``, ``code-tests``);
+1. built-in ids (``pii-masking``, ``reverse-text``, ``arithmetic``, ``code-tests``, ``calculator``,
+   ``guess-number``);
 2. installed packages registering ``NAME = "module:load_environment"`` under the
    entry-point group ``verity.environments``;
 3. a path to a ``.py`` file exposing ``load_environment(**kwargs)``;
@@ -32,6 +33,8 @@ BUILTINS = {
     "reverse-text": "verity.envs.reverse_text",
     "arithmetic": "verity.envs.arithmetic",
     "code-tests": "verity.envs.code_tests",
+    "calculator": "verity.envs.calculator",
+    "guess-number": "verity.envs.guess_number",
 }
 
 

@@ -16,7 +16,7 @@ import contextlib
 import functools
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from verity.types import ChatOrText, Completion, SamplingArgs, check_context
@@ -49,20 +49,22 @@ class HFSampler:
         model, tok = load_model(name, dtype=dtype, device=device)
         return cls(model, tok, batch_size=batch_size, name=name)
 
-    def render(self, prompt: ChatOrText) -> list[int]:
-        """Prompt token ids through the tokenizer's chat template (plain text, completion mode: tokenized as is)."""
+    def render(self, prompt: ChatOrText, tools: Sequence[Mapping[str, Any]] | None = None) -> list[int]:
+        """Prompt token ids through the tokenizer's chat template (tools offered when given); plain
+        text (completion mode) is tokenized as is."""
         if isinstance(prompt, str):
             return list(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
-        ids = self.tokenizer.apply_chat_template(list(prompt), add_generation_prompt=True, tokenize=True)
-        if isinstance(ids, dict) or hasattr(ids, "keys"):
-            ids = ids["input_ids"]
-        return list(ids)
+        from verity.models.chat import render
 
-    async def generate(self, prompts: Sequence[ChatOrText], args: SamplingArgs) -> list[Completion]:
-        return await asyncio.to_thread(self.generate_sync, prompts, args)
+        return render(self.tokenizer, prompt, tools)
 
-    def generate_sync(self, prompts: Sequence[ChatOrText], args: SamplingArgs) -> list[Completion]:
-        rendered = [self.render(p) for p in prompts]
+    async def generate(self, prompts: Sequence[ChatOrText], args: SamplingArgs,
+                       tools: Sequence[Mapping[str, Any]] | None = None) -> list[Completion]:
+        return await asyncio.to_thread(self.generate_sync, prompts, args, tools)
+
+    def generate_sync(self, prompts: Sequence[ChatOrText], args: SamplingArgs,
+                      tools: Sequence[Mapping[str, Any]] | None = None) -> list[Completion]:
+        rendered = [self.render(p, tools) for p in prompts]
         return self.generate_ids(rendered, args)
 
     def generate_ids(self, prompt_ids: Sequence[Sequence[int]], args: SamplingArgs,

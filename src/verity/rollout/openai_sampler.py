@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from verity.errors import EndpointError
@@ -59,7 +59,8 @@ class OpenAISampler:
             pass  # some servers lack /models; the real requests will tell
         self._checked = True
 
-    async def _one(self, prompt: ChatOrText, args: SamplingArgs) -> Completion:
+    async def _one(self, prompt: ChatOrText, args: SamplingArgs,
+                   tools: Sequence[Mapping[str, Any]] | None = None) -> Completion:
         import openai
 
         chat = not isinstance(prompt, str)  # a plain-text prompt goes to /completions (completion mode)
@@ -73,6 +74,8 @@ class OpenAISampler:
             req["stop"] = list(args.stop)
         if args.seed is not None:
             req["seed"] = args.seed
+        if tools:
+            req["tools"] = list(tools)
         req.update(args.extra)
         t0 = time.perf_counter()
         async with self._sem:
@@ -95,16 +98,21 @@ class OpenAISampler:
         usage = {}
         if resp.usage is not None:
             usage = {"prompt_tokens": resp.usage.prompt_tokens, "completion_tokens": resp.usage.completion_tokens}
+        calls = tuple({"id": c.id, "type": "function", "function": {"name": c.function.name,
+                                                                     "arguments": c.function.arguments}}
+                      for c in ((choice.message.tool_calls if chat else None) or [])
+                      if getattr(c, "function", None) is not None)
         return Completion(
             text=(choice.message.content if chat else choice.text) or "",
             finish_reason="length" if choice.finish_reason == "length" else "stop",
-            latency_s=time.perf_counter() - t0, usage=usage,
+            latency_s=time.perf_counter() - t0, usage=usage, tool_calls=calls,
         )
 
-    async def generate(self, prompts: Sequence[ChatOrText], args: SamplingArgs) -> list[Completion]:
+    async def generate(self, prompts: Sequence[ChatOrText], args: SamplingArgs,
+                       tools: Sequence[Mapping[str, Any]] | None = None) -> list[Completion]:
         if not self._checked:
             await self.check()
-        return list(await asyncio.gather(*(self._one(p, args) for p in prompts)))
+        return list(await asyncio.gather(*(self._one(p, args, tools) for p in prompts)))
 
     def _hung(self, what: str, timeout: float, tries: int) -> str:
         return (f"endpoint {self.base_url or self.client.base_url} stopped answering: {what} got no answer within "

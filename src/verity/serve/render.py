@@ -11,21 +11,12 @@ from __future__ import annotations
 import functools
 import json
 import re
-import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from verity.models import chat
 from verity.serve.protocol import APIError, ChatCompletionRequest, ChatMessage
 from verity.types import Completion
-
-TOOL_CALL_RE = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.DOTALL)
-TOOLS_SYSTEM = (
-    "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
-    "You are provided with function signatures within <tools></tools> XML tags:\n<tools>\n{tools}\n</tools>\n\n"
-    "For each function call, return a json object with function name and arguments within "
-    "<tool_call></tool_call> XML tags:\n<tool_call>\n{{\"name\": <function-name>, \"arguments\": <args-json-object>}}\n"
-    "</tool_call>"
-)
 
 
 def active_tools(req: ChatCompletionRequest) -> list[dict[str, Any]] | None:
@@ -57,12 +48,7 @@ def _content(m: ChatMessage) -> str:
     return "".join(parts)
 
 
-def _template_text(tokenizer: Any) -> str:
-    t = getattr(tokenizer, "chat_template", None) or ""
-    return " ".join(t.values()) if isinstance(t, dict) else str(t)
-
-
-def _message_dict(m: ChatMessage, tool_aware: bool) -> dict[str, Any]:
+def _message_dict(m: ChatMessage) -> dict[str, Any]:
     role = "system" if m.role == "developer" else m.role
     d: dict[str, Any] = {"role": role, "content": _content(m)}
     if m.name:
@@ -70,46 +56,19 @@ def _message_dict(m: ChatMessage, tool_aware: bool) -> dict[str, Any]:
     if m.tool_call_id:
         d["tool_call_id"] = m.tool_call_id
     if m.tool_calls:
-        if tool_aware:
-            d["tool_calls"] = [{"id": c.id, "type": "function",
-                                "function": {"name": c.function.name, "arguments": _maybe_json(c.function.arguments)}}
-                               for c in m.tool_calls]
-        else:
-            calls = "\n".join(
-                "<tool_call>\n" + json.dumps({"name": c.function.name, "arguments": _maybe_json(c.function.arguments)})
-                + "\n</tool_call>" for c in m.tool_calls)
-            d["content"] = (d["content"] + "\n" if d["content"] else "") + calls
+        d["tool_calls"] = [{"id": c.id, "type": "function",
+                            "function": {"name": c.function.name, "arguments": c.function.arguments}}
+                           for c in m.tool_calls]
     return d
-
-
-def _maybe_json(s: str) -> Any:
-    try:
-        return json.loads(s)
-    except (json.JSONDecodeError, TypeError):
-        return s
 
 
 def render_chat(tokenizer: Any, messages: Sequence[ChatMessage], tools: list[dict[str, Any]] | None) -> list[int]:
     """Token ids of the chat prompt (generation prompt opened)."""
-    tool_aware = "tools" in _template_text(tokenizer)
-    msgs = [_message_dict(m, tool_aware) for m in messages]
-    kw: dict[str, Any] = {}
-    if tools and tool_aware:
-        kw["tools"] = tools
-    elif tools:
-        desc = TOOLS_SYSTEM.format(tools="\n".join(json.dumps(t) for t in tools))
-        if msgs[0]["role"] == "system":
-            msgs[0] = {**msgs[0], "content": msgs[0]["content"] + "\n\n" + desc}
-        else:
-            msgs.insert(0, {"role": "system", "content": desc})
     try:
-        ids = tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True, **kw)
+        return chat.render(tokenizer, [_message_dict(m) for m in messages], tools)
     except Exception as e:  # template errors (roles out of order, ...), undecodable text
         msg = f"cannot render the messages with the model's chat template: {e}"
         raise APIError(400, msg, param="messages") from None
-    if isinstance(ids, dict) or hasattr(ids, "keys"):
-        ids = ids["input_ids"]
-    return [int(i) for i in ids]
 
 
 def encode_prompt(tokenizer: Any, prompt: str | list[int], vocab_size: int) -> list[int]:
@@ -130,23 +89,12 @@ def encode_prompt(tokenizer: Any, prompt: str | list[int], vocab_size: int) -> l
 
 
 def parse_tool_calls(text: str) -> tuple[str | None, list[dict[str, Any]]]:
-    """(remaining content or None, OpenAI tool_calls) from ``<tool_call>`` blocks in ``text``."""
-    calls = []
-    for m in TOOL_CALL_RE.finditer(text):
-        try:
-            obj = json.loads(m.group(1))
-        except json.JSONDecodeError:
-            continue
-        if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
-            continue
-        args = obj.get("arguments", obj.get("parameters", {}))
-        calls.append({"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
-                      "function": {"name": obj["name"],
-                                   "arguments": args if isinstance(args, str) else json.dumps(args)}})
-    if not calls:
+    """(remaining content or None, OpenAI tool_calls) from ``<tool_call>`` blocks in ``text``;
+    blocks that cannot be read are dropped (a server has no one to report them to)."""
+    parsed = chat.parse_tool_calls(text)
+    if not parsed.calls:
         return text, []
-    rest = TOOL_CALL_RE.sub("", text).strip()
-    return (rest or None), calls
+    return (parsed.content or None), list(parsed.calls)
 
 
 def _token_bytes(tokenizer: Any, token_id: int, text: str) -> list[int]:

@@ -39,12 +39,25 @@ class TimedSampler:
         self.inner, self.name, self.seconds = inner, inner.name, 0.0
         self.batch_size = getattr(inner, "batch_size", None)
 
-    async def generate(self, prompts: Any, args: SamplingArgs) -> Any:
+    async def generate(self, prompts: Any, args: SamplingArgs, **kw: Any) -> Any:
         t0 = time.perf_counter()
         try:
-            return await self.inner.generate(prompts, args)
+            return await self.inner.generate(prompts, args, **kw)
         finally:
             self.seconds += time.perf_counter() - t0
+
+    def generate_ids(self, prompt_ids: Any, args: SamplingArgs) -> Any:
+        """Token-level sampling (multi-turn rollouts on the local model), timed the same way."""
+        t0 = time.perf_counter()
+        try:
+            return self.inner.generate_ids(prompt_ids, args)
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+    def __getattr__(self, name: str) -> Any:  # tokenizer, model, render, ... of the inner sampler
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
 
 
 class RLTrainer:
