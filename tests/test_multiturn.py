@@ -307,3 +307,52 @@ def test_results_record_stop_reason_and_turns(tok):
     rec = _run(_guess_env(max_turns=2), ScriptedSampler(tok, ["1"]), n=1)[0].to_record()
     assert rec["stop_reason"] == "max_turns" and rec["num_turns"] == 2
     json.dumps(rec)
+
+
+# ---------------------------------------------------------------- endpoints: OpenAI tool_calls
+class FakeAsyncOpenAI:
+    """Just enough of ``openai.AsyncOpenAI`` for OpenAISampler: scripted ChatCompletion replies."""
+
+    def __init__(self, replies):
+        from openai.types.chat import ChatCompletion
+
+        self.replies = [ChatCompletion.model_validate(r) for r in replies]
+        self.requests, self.base_url = [], "http://fake/v1"
+        self.chat = type("Chat", (), {"completions": self})()
+        self.models = self
+
+    def with_options(self, **kw):
+        return self
+
+    async def list(self):
+        return []
+
+    async def create(self, **req):
+        self.requests.append(json.loads(json.dumps(req)))
+        return self.replies[len(self.requests) - 1]
+
+
+def _reply(content, calls=None):
+    msg = {"role": "assistant", "content": content}
+    if calls:
+        msg["tool_calls"] = [{"id": f"c{i}", "type": "function", "function": {"name": n, "arguments": a}}
+                             for i, (n, a) in enumerate(calls)]
+    return {"id": "x", "object": "chat.completion", "created": 0, "model": "m",
+            "choices": [{"index": 0, "finish_reason": "tool_calls" if calls else "stop", "message": msg}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}}
+
+
+def test_endpoint_rollout_uses_openai_tool_calls():
+    from verity.rollout.openai_sampler import OpenAISampler
+
+    client = FakeAsyncOpenAI([_reply(None, [("add", '{"a": 2, "b": 3}'), ("add", '{"a": 1,')]),
+                              _reply("it is 5")])
+    env = _tool_env()
+    r = _run(env, OpenAISampler(model="m", client=client), n=1)[0]
+    assert r.stop_reason == "completed" and r.error is None and len(r.turns) == 2 and r.completion_ids == ()
+    assert client.requests[0]["tools"] == env.oai_tools
+    second = client.requests[1]["messages"]
+    assert second[-3]["tool_calls"][0]["function"] == {"name": "add", "arguments": '{"a": 2, "b": 3}'}
+    assert second[-2] == {"role": "tool", "content": "5", "tool_call_id": "c0"}
+    assert second[-1]["tool_call_id"] == "c1" and "not a JSON object" in second[-1]["content"]
+    assert r.completion[-1] == {"role": "assistant", "content": "it is 5"} and r.usage_tokens == 6

@@ -223,6 +223,9 @@ class Rollout:
 
     @property
     def num_completion_tokens(self) -> int:
+        """Tokens the model generated (env-inserted tokens of multi-turn rollouts not counted)."""
+        if self.completion_mask:
+            return sum(self.completion_mask)
         return len(self.completion_ids) or self.usage_tokens
 
     def to_record(self) -> dict[str, Any]:

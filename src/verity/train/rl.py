@@ -208,6 +208,7 @@ class RLTrainer:
         m.update({"completion_len/mean": sum(lengths) / len(lengths), "completion_len/max": max(lengths),
                   "frac_truncated": sum(r.truncated for r in rollouts) / len(rollouts),
                   "frac_zero_std": float(flat.float().mean()), "tokens": sum(lengths),
+                  "turns/mean": sum(len(r.turns) for r in rollouts) / len(rollouts),
                   "time/generate": t_gen, "time/score": t_score, "time/train": t_train})
         return m
 
