@@ -356,3 +356,32 @@ def test_endpoint_rollout_uses_openai_tool_calls():
     assert second[-2] == {"role": "tool", "content": "5", "tool_call_id": "c0"}
     assert second[-1]["tool_call_id"] == "c1" and "not a JSON object" in second[-1]["content"]
     assert r.completion[-1] == {"role": "assistant", "content": "it is 5"} and r.usage_tokens == 6
+
+
+def test_tool_schema_matches_verifiers():
+    """Differential check against verifiers 0.1.6's convert_func_to_oai_tool. Intended differences:
+    verity lists as required only the parameters without a default and sends no ``strict`` flag
+    (verifiers uses OpenAI strict mode, where every parameter is required); no pydantic ``title``s;
+    argument descriptions are whitespace-normalised."""
+    tool_utils = pytest.importorskip("verifiers.utils.tool_utils")
+
+    def lookup(city: str, days: int = 1, unit: Literal["c", "f"] = "c", tags: list[str] | None = None,
+               ratio: float = 0.5, flag: bool = False) -> str:
+        """Weather forecast for a city.
+
+        Args:
+            city: the city name
+            days (int): how many days,
+                at most 7.
+            unit: temperature unit
+        """
+
+    def norm(schema):
+        fn = schema["function"]
+        props = {k: {kk: (" ".join(vv.split()) if kk == "description" else vv) for kk, vv in v.items()
+                     if kk != "title"} for k, v in fn["parameters"]["properties"].items()}
+        return fn["name"], fn["description"], props, fn["parameters"]["additionalProperties"]
+
+    mine, peer = norm(tool_schema(lookup)), norm(tool_utils.convert_func_to_oai_tool(lookup))
+    assert mine[:2] == peer[:2] and mine[3] == peer[3]
+    assert json.dumps(mine[2], sort_keys=True) == json.dumps(peer[2], sort_keys=True)

@@ -43,7 +43,8 @@ def _type_schema(tp: Any) -> dict[str, Any]:
         return {"type": "null"}
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin is typing.Literal:
-        return {"enum": list(args)}
+        kinds = {_SIMPLE.get(type(a)) for a in args}
+        return {"enum": list(args), **({"type": kinds.pop()} if len(kinds) == 1 and None not in kinds else {})}
     if origin in (typing.Union, types.UnionType):
         subs = [_type_schema(a) for a in args]
         return {"anyOf": subs} if all(subs) else {}
@@ -97,7 +98,7 @@ def tool_schema(func: Callable[..., Any], skip: Sequence[str] = ()) -> dict[str,
             schema["description"] = arg_docs[pname]
         if p.default is p.empty:
             required.append(pname)
-        elif isinstance(p.default, str | int | float | bool | type(None)):
+        elif isinstance(p.default, str | int | float | bool):
             schema["default"] = p.default
         props[pname] = schema
     return {"type": "function", "function": {"name": name, "description": desc, "parameters": {

@@ -195,8 +195,9 @@ class TurnRunner:
         """Budget the next turn so it cannot run past the model's context window; stop the
         rollout when no room is left."""
         t.budget = self.args.max_tokens
-        if self.window is not None:
-            t.budget = min(t.budget, self.window - len(t.context))
+        if self.window is not None and self.window - len(t.context) < t.budget:
+            room = self.window - len(t.context)
+            t.budget = room // 32 * 32 or room  # coarse budgets: rollouts near the window share a batch
         if t.budget < 1:
             if t.turns:  # drop the env tokens after the last turn: nothing sampled follows them
                 keep = t.turns[-1].start + t.turns[-1].num_sampled
