@@ -317,7 +317,7 @@ class FakeAsyncOpenAI:
         from openai.types.chat import ChatCompletion
 
         self.replies = [ChatCompletion.model_validate(r) for r in replies]
-        self.requests, self.base_url = [], "http://fake/v1"
+        self.requests, self.base_url, self.timeout, self.max_retries = [], "http://fake/v1", 60.0, 0
         self.chat = type("Chat", (), {"completions": self})()
         self.models = self
 
@@ -385,3 +385,23 @@ def test_tool_schema_matches_verifiers():
     mine, peer = norm(tool_schema(lookup)), norm(tool_utils.convert_func_to_oai_tool(lookup))
     assert mine[:2] == peer[:2] and mine[3] == peer[3]
     assert json.dumps(mine[2], sort_keys=True) == json.dumps(peer[2], sort_keys=True)
+
+
+def test_completion_mode_text_prompt_is_the_same_loop(tok):
+    from verity.envs.turns import run_rollouts
+    from verity.types import Example
+
+    class TextGame(MultiTurnEnv):
+        async def is_completed(self, messages, state, **kw):
+            return False
+
+        async def env_response(self, messages, state, **kw):
+            return "\nno.\n", state
+
+    env = TextGame(max_turns=2, dataset=_ds(1), rubric=Rubric([lambda completion: float(completion.count("no."))]))
+    ex = Example(id=0, prompt="Q: guess\nA:", answer="3")  # type: ignore[arg-type]
+    r = asyncio.run(run_rollouts(env, ScriptedSampler(tok, [" 1", " 2"]), [(ex, 0)], SamplingArgs(max_tokens=48)))[0]
+    assert r.completion == " 1\nno.\n 2\nno.\n" and r.reward == 2.0 and r.stop_reason == "max_turns"
+    assert r.prompt_ids == tuple(tok("Q: guess\nA:", add_special_tokens=False)["input_ids"])
+    env_ids = [i for i, m in zip(r.completion_ids, r.completion_mask, strict=True) if m == 0]
+    assert env_ids == tok("\nno.\n", add_special_tokens=False)["input_ids"]  # the last response is not tokenised

@@ -63,8 +63,25 @@ class Track:
     error: str | None = None
 
     @property
-    def messages(self) -> list[Message]:
+    def messages(self) -> Any:
+        """The completion so far: messages, or text for a completion-mode (plain text) prompt."""
         return self.state["completion"]
+
+    @property
+    def text_mode(self) -> bool:
+        return isinstance(self.state["prompt"], str)
+
+    def conversation(self) -> Any:
+        """Prompt + completion: the context of the next turn, as messages or text."""
+        p, c = self.state["prompt"], self.state["completion"]
+        return p + c if self.text_mode else [*p, *c]
+
+    def append(self, reply: Any) -> None:
+        """Add an assistant message / environment messages (or their text in completion mode)."""
+        if self.text_mode:
+            self.state["completion"] += reply
+        else:
+            self.state["completion"].extend(reply)
 
     def end(self, reason: StopReason, error: str | None = None) -> None:
         if reason in ("completed", "max_turns") and self.finish == "length":
@@ -75,7 +92,9 @@ class Track:
 
 def new_state(ex: Example, idx: int) -> dict[str, Any]:
     """The per-rollout ``state`` dict (0.1.x keys plus ``rollout_idx`` and ``stop_reason``)."""
-    return {"prompt": [dict(m) for m in ex.prompt], "completion": [], "answer": ex.answer, "task": ex.task,
+    text = isinstance(ex.prompt, str)  # completion mode: a plain-text prompt, a text completion
+    prompt = ex.prompt if text else [dict(m) for m in ex.prompt]
+    return {"prompt": prompt, "completion": "" if text else [], "answer": ex.answer, "task": ex.task,
             "info": dict(ex.info), "example_id": ex.id, "rollout_idx": idx, "responses": [], "turn": 0,
             "timing": {"generation_ms": 0.0, "scoring_ms": 0.0, "total_ms": 0.0}, "stop_reason": None}
 
@@ -124,8 +143,9 @@ def token_mode(sampler: Any) -> bool:
 
 def context_window(sampler: Any) -> int | None:
     """The local model's context length (None when unknown)."""
-    cfg = getattr(getattr(sampler, "model", None), "config", None)
-    n = getattr(cfg, "max_position_embeddings", None)
+    n = getattr(sampler, "context", None)
+    if n is None:
+        n = getattr(getattr(getattr(sampler, "model", None), "config", None), "max_position_embeddings", None)
     return int(n) if isinstance(n, int) and n > 0 else None
 
 
@@ -150,7 +170,15 @@ class TurnRunner:
         self.window = context_window(sampler) if self.tokens else None
 
     async def run(self, jobs: Sequence[tuple[Example, int]]) -> list[Rollout]:
-        tracks = [Track(ex, idx, new_state(ex, idx)) for ex, idx in jobs]
+        """Generate and score the rollouts of ``jobs`` (their final states stay in ``self.tracks``)."""
+        tracks = await self.generate(jobs)
+        rollouts = await asyncio.gather(*(self._score(t) for t in tracks))
+        await asyncio.gather(*(self._teardown(t) for t in tracks))
+        return list(rollouts)
+
+    async def generate(self, jobs: Sequence[tuple[Example, int]]) -> list[Track]:
+        """Run the turns of ``jobs`` to their end, unscored."""
+        self.tracks = tracks = [Track(ex, idx, new_state(ex, idx)) for ex, idx in jobs]
         await asyncio.gather(*(self._setup(t) for t in tracks))
         turn = 0
         while True:
@@ -162,9 +190,7 @@ class TurnRunner:
                 self._record(t, c, turn)
             await asyncio.gather(*(self._advance(t, c, turn) for t, c in zip(live, completions, strict=True)))
             turn += 1
-        rollouts = await asyncio.gather(*(self._score(t) for t in tracks))
-        await asyncio.gather(*(self._teardown(t) for t in tracks))
-        return list(rollouts)
+        return tracks
 
     # ---- hooks -------------------------------------------------------------------------------
     async def _setup(self, t: Track) -> None:
@@ -179,7 +205,9 @@ class TurnRunner:
         if self.tokens:
             from verity.models.chat import render
 
-            t.prompt_ids = render(self.sampler.tokenizer, t.state["prompt"], self.tools)
+            tok = self.sampler.tokenizer
+            t.prompt_ids = list(tok(t.state["prompt"], add_special_tokens=False)["input_ids"]) if t.text_mode \
+                else render(tok, t.state["prompt"], self.tools)
             t.context = list(t.prompt_ids)
 
     async def _teardown(self, t: Track) -> None:
@@ -193,9 +221,10 @@ class TurnRunner:
 
     def _fits(self, t: Track) -> bool:
         """Budget the next turn so it cannot run past the model's context window; stop the
-        rollout when no room is left."""
+        rollout when no room is left. The first turn is not budgeted: a prompt that leaves no
+        room for max_tokens is the sampler's one-line ContextLengthError, as for single-turn."""
         t.budget = self.args.max_tokens
-        if self.window is not None and self.window - len(t.context) < t.budget:
+        if t.turns and self.window is not None and self.window - len(t.context) < t.budget:
             room = self.window - len(t.context)
             t.budget = room // 32 * 32 or room  # coarse budgets: rollouts near the window share a batch
         if t.budget < 1:
@@ -217,7 +246,7 @@ class TurnRunner:
                 done = await asyncio.to_thread(self.sampler.generate_ids, [live[i].context for i in group], a)
                 out.update(zip(group, done, strict=True))
             return [out[i] for i in range(len(live))]
-        prompts = [[*t.state["prompt"], *t.messages] for t in live]
+        prompts = [t.conversation() for t in live]
         if self.tools:
             return await self.sampler.generate(prompts, args, tools=self.tools)
         return await self.sampler.generate(prompts, args)
@@ -231,7 +260,7 @@ class TurnRunner:
         t.finish = c.finish_reason
         msg: dict[str, Any] = {"role": "assistant", "content": c.text}
         t.state["tool_call_errors"] = []
-        if self.tools:
+        if self.tools and not t.text_mode:
             calls = [dict(x) for x in c.tool_calls]
             if not calls:
                 parsed = parse_tool_calls(c.text, id_prefix=f"call_{turn}_")
@@ -246,20 +275,19 @@ class TurnRunner:
         t.turns.append(Turn(index=turn, start=start, num_sampled=len(c.completion_ids),
                             message_index=len(t.messages), num_env_messages=0,
                             finish_reason=c.finish_reason, latency_s=c.latency_s))
-        t.messages.append(msg)
+        t.append(c.text if t.text_mode else [msg])
         t.context = [*t.context, *c.completion_ids]
 
     async def _advance(self, t: Track, c: Completion, turn: int) -> None:
         """After a turn: stop (error / max_tokens / completed), or apply the env's response."""
         if c.finish_reason == "error":
             if turn > 0 and any(s in (c.error or "").lower() for s in CONTEXT_ERRORS):
-                t.messages.pop()
-                t.turns.pop()
+                t.state["completion"] = t.messages[:t.turns.pop().message_index]
                 return t.end("context")
             return t.end("error", c.error or "generation failed")
         if c.finish_reason == "length" and t.budget < self.args.max_tokens:
             return t.end("context")  # cut short by the context window, not by max_tokens
-        conversation = [*t.state["prompt"], *t.messages]
+        conversation = t.conversation()
         done_fn = getattr(self.env, "is_completed", None)
         try:
             done = True if done_fn is None else bool(await call_hook(done_fn, conversation, t.state,
@@ -272,18 +300,19 @@ class TurnRunner:
             env_msgs = await self._env_response(t, conversation)
         except Exception as e:
             return t.end("error", _hook_error("env_response", e, self.timeout))
-        t.messages.extend(env_msgs)
-        t.turns[-1] = replace(t.turns[-1], num_env_messages=len(env_msgs))
+        t.append(env_msgs)
+        t.turns[-1] = replace(t.turns[-1], num_env_messages=1 if t.text_mode else len(env_msgs))
         if turn + 1 >= self.max_turns:
             return t.end("max_turns")  # the final env response is applied: the reward sees it
         if self.tokens:
-            bridge = self._bridge(env_msgs, c)
+            bridge = self._bridge(env_msgs, c) if not t.text_mode else \
+                list(self.sampler.tokenizer(env_msgs, add_special_tokens=False)["input_ids"])
             t.completion_ids += bridge
             t.logprobs += [0.0] * len(bridge)
             t.mask += [0] * len(bridge)
             t.context = [*t.context, *bridge]
 
-    async def _env_response(self, t: Track, conversation: list[Message]) -> list[Message]:
+    async def _env_response(self, t: Track, conversation: Any) -> Any:
         fn = getattr(self.env, "env_response", None)
         if fn is None:
             raise TypeError(f"{type(self.env).__name__} has no env_response")
@@ -293,6 +322,10 @@ class TurnRunner:
         msgs, state = out
         if isinstance(state, dict):
             t.state = state
+        if t.text_mode:
+            if not isinstance(msgs, str):
+                raise TypeError(f"env_response must return text in completion mode, got {type(msgs).__name__}")
+            return msgs
         if isinstance(msgs, Mapping):
             msgs = [msgs]
         msgs = [dict(m) for m in msgs]
@@ -317,7 +350,7 @@ class TurnRunner:
             error=error, usage={"completion_tokens": t.usage_tokens},
         )
         t0 = time.perf_counter()
-        r = await self.env.score(t.example, t.idx, agg, tuple(t.messages), t.state)
+        r = await self.env.score(t.example, t.idx, agg, t.messages if t.text_mode else tuple(t.messages), t.state)
         t.state["timing"]["scoring_ms"] = (time.perf_counter() - t0) * 1000
         return replace(r, completion_mask=tuple(t.mask), stop_reason=stop, turns=tuple(t.turns))
 
@@ -326,3 +359,13 @@ async def run_rollouts(env: Any, sampler: Sampler, jobs: Sequence[tuple[Example,
                        args: SamplingArgs) -> list[Rollout]:
     """Generate and score one rollout per ``(example, rollout_idx)`` job (any environment)."""
     return await TurnRunner(env, sampler, args).run(jobs)
+
+
+async def rollout_one(env: Any, sampler: Sampler, example: Example, args: SamplingArgs) -> tuple[Any, dict[str, Any]]:
+    """One unscored rollout -> ``(completion, state)``: the verifiers 0.1.x ``rollout`` contract."""
+    runner = TurnRunner(env, sampler, args)
+    [t] = await runner.generate([(example, 0)])
+    await runner._teardown(t)
+    if t.error is not None:
+        t.state["error"] = t.error
+    return t.messages, t.state
