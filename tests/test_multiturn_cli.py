@@ -41,9 +41,11 @@ def test_eval_offline(tiny_model_dir, tmp_path, env_id):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
+    from verity.envs.pii_masking import tokenizer_corpus
     from verity.models.tokenizer import make_tiny_model
 
-    model = make_tiny_model(str(tmp_path_factory.mktemp("tiny_srv")), hidden_size=64, max_position_embeddings=2048)
+    model = make_tiny_model(str(tmp_path_factory.mktemp("tiny_srv")), tokenizer_corpus(), hidden_size=64,
+                            max_position_embeddings=2048)
     with ServerProcess(model, "--served-model-name", "tiny", env={"OMP_NUM_THREADS": "1"}) as srv:
         yield srv
 

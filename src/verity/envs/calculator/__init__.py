@@ -101,4 +101,5 @@ def load_environment(num_train_examples: int = 1000, num_eval_examples: int = 10
         dataset=Dataset.from_list(make_rows(num_train_examples, random_seed)),
         eval_dataset=Dataset.from_list(make_rows(num_eval_examples, random_seed + 1)),
         system_prompt=SYSTEM_PROMPT, parser=parser, rubric=rubric,
+        sampling_args={"max_tokens": 256},  # per turn; eval's -t overrides
     )

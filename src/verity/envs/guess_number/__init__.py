@@ -97,4 +97,5 @@ def load_environment(num_train_examples: int = 1000, num_eval_examples: int = 10
         dataset=Dataset.from_list(make_rows(num_train_examples, random_seed, max_value)),
         eval_dataset=Dataset.from_list(make_rows(num_eval_examples, random_seed + 1, max_value)),
         system_prompt=system_prompt(max_value), rubric=rubric,
+        sampling_args={"max_tokens": 64},  # per turn; eval's -t overrides
     )
