@@ -77,7 +77,7 @@ def tok(tiny_model_dir):
 
 def _run(env, sampler, n=2, args=None):
     jobs = [(ex, 0) for ex in env.get_examples("train", n)]
-    return asyncio.run(env.rollout(sampler, jobs, args or SamplingArgs(max_tokens=48)))
+    return asyncio.run(env.rollout_batch(sampler, jobs, args or SamplingArgs(max_tokens=48)))
 
 
 # ---------------------------------------------------------------- schemas and tool-call parsing
@@ -265,14 +265,16 @@ def test_trained_sequence_is_exactly_the_sampled_one(tok, template):
 
 
 def test_single_turn_env_is_the_one_turn_case(tiny_model_dir):
+    """The turn loop on a single-turn env gives exactly what one batched sampler call gives."""
     from verity.envs.base import SingleTurnEnv
+    from verity.envs.turns import run_rollouts
     from verity.rollout.hf_sampler import HFSampler
 
     sampler = HFSampler.from_pretrained(tiny_model_dir, dtype="float32")
     env = SingleTurnEnv(dataset=_ds(3), rubric=Rubric([lambda: 1.0]))
     args = SamplingArgs(max_tokens=8, temperature=1.0, seed=5)
     jobs = [(ex, i) for ex in env.get_examples("train") for i in range(2)]
-    rs = asyncio.run(env.rollout(sampler, jobs, args))
+    rs = asyncio.run(run_rollouts(env, sampler, jobs, args))
     direct = sampler.generate_sync([list(ex.prompt) for ex, _ in jobs], args)  # the pre-multi-turn path
     for r, c in zip(rs, direct, strict=True):
         assert r.prompt_ids == c.prompt_ids and r.completion_ids == c.completion_ids
