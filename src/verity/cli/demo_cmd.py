@@ -52,7 +52,7 @@ class DemoConfig:
 
 def register(sub: Any) -> None:
     p = sub.add_parser("demo", help="RL-train verity-tiny on pii-masking and compare base vs trained (offline)",
-                       description=__doc__.split("\n")[0])
+                       description=(__doc__ or "").split("\n")[0])
     add_dataclass_args(p, DemoConfig)
 
 

@@ -13,12 +13,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import typing
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from verity.config import accepts_none, base_type, check_choices, choices_of, field_docs, load_toml
 from verity.errors import ConfigError
 
-C = TypeVar("C")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+C = TypeVar("C", bound="DataclassInstance")
 
 
 def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:

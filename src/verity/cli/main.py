@@ -6,6 +6,7 @@ import argparse
 import importlib
 import os
 import sys
+from types import ModuleType
 from typing import NoReturn
 
 # subcommand -> (module with `register(subparsers)` and `run(args, argv)`, one-line help for `verity --help`).
@@ -33,14 +34,16 @@ class OneLineErrors(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser(argv: list[str] | None = None) -> tuple[argparse.ArgumentParser, dict[str, object]]:
+def build_parser(argv: list[str] | None = None) -> tuple[argparse.ArgumentParser, dict[str, ModuleType]]:
     """The CLI parser: every command fully when ``argv`` is None, else only the command named in ``argv``
     (the others are listed with their one-line help; their modules are not imported)."""
+    from verity import __version__
+
     parser = OneLineErrors(prog="verity", description="RL with verifiable rewards for LLMs.")
-    parser.add_argument("--version", action="version", version="verity 0.1.0")
+    parser.add_argument("--version", action="version", version=f"verity {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     chosen = None if argv is None else next((a for a in argv if not a.startswith("-")), "")
-    mods = {}
+    mods: dict[str, ModuleType] = {}
     for name, (mod_name, summary) in COMMANDS.items():
         if chosen is not None and name != chosen:
             sub.add_parser(name, help=summary, add_help=False)

@@ -22,7 +22,11 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     from verity.train.sft_data import load_sft_rows, rows_from_env
     from verity.utils import default_out_dir
 
-    convs = rows_from_env(load_env_for(cfg.from_env, cfg.env_args)) if cfg.from_env else load_sft_rows(cfg.data)
+    if cfg.from_env:
+        convs = rows_from_env(load_env_for(cfg.from_env, cfg.env_args))
+    else:
+        assert cfg.data is not None  # validate() requires DATA or --from-env
+        convs = load_sft_rows(cfg.data)
     if cfg.output_dir is None:
         cfg.output_dir = default_out_dir("sft", cfg.from_env or str(cfg.data), cfg.model)
     from verity.train.sft import SFTTrainer

@@ -124,7 +124,7 @@ def load_model(name: str, dtype: str = "auto", device: str = "auto", for_trainin
     from safetensors import SafetensorError
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+        model: Any = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
     except SafetensorError as e:
         raise VerityError(f"-m {name}: its weights (*.safetensors) are truncated or corrupt: {e}") from None
     except OSError as e:
