@@ -52,3 +52,10 @@ def test_nothing_outside_cli_imports_verity_cli():
             offenders[str(rel)] = hits
     assert not offenders, f"library modules import the CLI (move the helper out of cli/): {offenders}"
 
+
+
+def test_version_has_one_source_and_py_typed_ships():
+    from importlib.metadata import version
+
+    assert verity.__version__ == version("verity")
+    assert (SRC / "py.typed").is_file()

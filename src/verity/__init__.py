@@ -8,6 +8,8 @@ trainers) load lazily so that ``import verity`` and API-only evaluation stay fas
 from __future__ import annotations
 
 import importlib
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _pkg_version
 from typing import Any
 
 from verity.envs.base import Environment, SingleTurnEnv
@@ -27,7 +29,10 @@ from verity.types import (
     SamplingArgs,
 )
 
-__version__ = "0.1.0"
+try:  # one source for the version: the installed package's metadata (pyproject.toml)
+    __version__ = _pkg_version("verity")
+except PackageNotFoundError:  # pragma: no cover - a source tree that was never installed
+    __version__ = "0+unknown"
 
 _LAZY = {
     "RLTrainer": "verity.train.rl",

@@ -74,7 +74,9 @@ def create_app(sampler: Any, served_model_name: str, api_key: str | None = None,
         finally:
             await batcher.stop()
 
-    app = FastAPI(title="verity serve", version="0.1.0", lifespan=lifespan,
+    from verity import __version__
+
+    app = FastAPI(title="verity serve", version=__version__, lifespan=lifespan,
                   description="OpenAI-compatible API over a local model, with dynamic batching.")
     app.state.verity = st
     _add_error_handlers(app)
