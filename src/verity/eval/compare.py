@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -66,15 +66,15 @@ class CompareConfig(EvalFlags):
         v = self.api_key_vars[i] if i < len(self.api_key_vars) else ""
         return None if v in LOCAL else v
 
+    def eval_template(self) -> EvalConfig:
+        """The ``verity eval`` configuration every model shares: the EvalFlags and the settings below."""
+        shared = [f.name for f in fields(EvalFlags)] + ["env", "seed", "on_reward_error", "dtype"]
+        return EvalConfig(**{name: getattr(self, name) for name in shared})
+
     def eval_config(self, i: int) -> EvalConfig:
-        """The ``verity eval`` configuration of model ``i``."""
-        return EvalConfig(
-            env=self.env, model=self.models[i], base_url=self.base_url(i), api_key_var=self.api_key_var(i),
-            num_examples=self.num_examples, rollouts_per_example=self.rollouts_per_example,
-            max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p, env_args=self.env_args,
-            sampling_args=self.sampling_args, concurrency=self.concurrency, batch_size=self.batch_size,
-            seed=self.seed, on_reward_error=self.on_reward_error, dtype=self.dtype,
-        )
+        """The ``verity eval`` configuration of model ``i``: the template with its model and endpoint."""
+        return replace(self.eval_template(), model=self.models[i], base_url=self.base_url(i),
+                       api_key_var=self.api_key_var(i))
 
 
 @dataclass
