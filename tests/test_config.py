@@ -36,7 +36,7 @@ def test_a_toml_value_outside_the_choices_is_an_error_naming_the_flag(tmp_path):
     f.write_text('scale_rewards = "median"\n')
     argv = ["--config", str(f)]
     ns = _parser(RLConfig).parse_args(argv)
-    with pytest.raises(ConfigError, match=r"--scale-rewards median: unknown scale rewards \(choose from group"):
+    with pytest.raises(ConfigError, match=r"scale_rewards = 'median' is not one of group, batch, none"):
         build_config(RLConfig, ns, argv)
 
 

@@ -99,7 +99,7 @@ def _checked_toml_value(cls: type, name: str, v: Any, cfg_file: str) -> Any:
         return v
     if not ok:
         raise ConfigError(f"--config {cfg_file}: {name} = {v!r} should be {want}")
-    return float(v) if tp is float else v
+    return float(typing.cast(float, v)) if tp is float else v
 
 
 def _flags_of(cls: type, name: str) -> list[str]:
