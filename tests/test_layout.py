@@ -59,3 +59,10 @@ def test_version_has_one_source_and_py_typed_ships():
 
     assert verity.__version__ == version("verity")
     assert (SRC / "py.typed").is_file()
+
+
+def test_star_import_gives_every_public_name():
+    ns: dict[str, object] = {}
+    exec("from verity import *", ns)
+    assert [n for n in verity.__all__ if n not in ns] == []
+    assert {"Environment", "MultiTurnEnv", "RLTrainer", "load_environment"} <= set(ns)
