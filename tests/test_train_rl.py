@@ -179,3 +179,13 @@ def test_progress_line_shows_small_values(capsys):
     line = capsys.readouterr().err
     assert "reward=0.500" in line and "loss=-3.70e-03" in line and "lr=5.00e-04" in line and "kl=0.000" in line
     assert line.startswith("step 1/10 ")
+
+
+def test_on_step_callback_gets_each_metrics_line_and_progress_can_be_silenced(tiny_model_dir, tmp_path, capsys):
+    env = load_environment(VOWEL_ENV)
+    seen = []
+    RLTrainer(env, tiny_model_dir, _cfg(tmp_path, steps=3, save_every=3)).train(on_step=seen.append, progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in seen] == [1, 2, 3]
+    assert seen == rows  # the same lines metrics.jsonl holds
+    assert "step 3/3" not in capsys.readouterr().err

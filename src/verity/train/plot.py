@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from verity.utils import read_jsonl
 
@@ -15,21 +16,20 @@ def _smooth(xs: list[float], alpha: float = 0.2) -> list[float]:
     return out
 
 
-def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
-    """Draw reward and each reward function (train raw + EMA, eval markers); SFT runs plot loss."""
-    import matplotlib
+def curve_figure(rows: list[dict]) -> Any:
+    """Reward and each reward function (train raw + EMA, eval markers) from metrics lines; SFT rows plot loss.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    A :class:`matplotlib.figure.Figure` built without pyplot, so no global backend is switched
+    (safe inside Jupyter, where the caller displays it)."""
+    from matplotlib.figure import Figure
 
-    run_dir = Path(run_dir)
-    rows = read_jsonl(run_dir / "metrics.jsonl")
     if not rows:
-        raise FileNotFoundError(f"{run_dir}/metrics.jsonl has no rows")
+        raise ValueError("no metrics rows to plot")
     is_rl = "reward/mean" in rows[0]
     skip = ("reward/std", "reward/errors")
     keys = [k for k in rows[0] if k.startswith("reward/") and k not in skip] if is_rl else ["loss"]
-    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False)
+    fig = Figure(figsize=(4.2 * len(keys), 3.4))
+    axes = fig.subplots(1, len(keys), squeeze=False)
     for ax, k in zip(axes[0], keys, strict=False):
         pts = [(r["step"], r[k]) for r in rows if k in r]
         xs, ys = [p[0] for p in pts], [p[1] for p in pts]
@@ -43,9 +43,18 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
-    out = Path(out) if out else run_dir / ("reward_curve.png" if is_rl else "loss_curve.png")
+    return fig
+
+
+def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Draw the run's curves (:func:`curve_figure`) to ``reward_curve.png`` (RL) or ``loss_curve.png`` (SFT)."""
+    run_dir = Path(run_dir)
+    rows = read_jsonl(run_dir / "metrics.jsonl")
+    if not rows:
+        raise FileNotFoundError(f"{run_dir}/metrics.jsonl has no rows")
+    fig = curve_figure(rows)
+    out = Path(out) if out else run_dir / ("reward_curve.png" if "reward/mean" in rows[0] else "loss_curve.png")
     tmp = out.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=110)
-    plt.close(fig)
     tmp.replace(out)
     return out

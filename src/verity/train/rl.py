@@ -10,6 +10,7 @@ model in-process; on a cluster they would be an inference server and a distribut
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -213,28 +214,36 @@ class RLTrainer:
         return m
 
     # ---- the loop -------------------------------------------------------------------------
-    def train(self) -> dict[str, Any]:
+    def train(self, on_step: Callable[[dict[str, Any]], None] | None = None,
+              progress: bool = True) -> dict[str, Any]:
+        """Run the remaining steps. ``on_step(metrics)`` is called after each step with that step's
+        metrics line (as written to metrics.jsonl), e.g. to draw a live curve in a notebook;
+        ``progress=False`` silences the console progress line."""
         with locked_run(self.run_dir, self.cfg, RESUME_FIELDS):
-            return self._train()
+            return self._train(on_step, progress)
 
-    def _train(self) -> dict[str, Any]:
+    def _train(self, on_step: Callable[[dict[str, Any]], None] | None, progress: bool) -> dict[str, Any]:
         cfg = self.cfg
         start = self._maybe_resume()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         log = MetricsLog(self.run_dir, resume_step=start if cfg.resume else None)  # a bad line stops us here
         write_manifest(self.run_dir, "rl", cfg, self.env.env_id, self.env.env_args)
-        progress = ProgressLine(cfg.steps, start)
+        line = ProgressLine(cfg.steps, start) if progress else None
         last: dict[str, Any] = {}
         for step in range(start, cfg.steps):
             last = self.train_step(step)
             if self._eval_due(step + 1):
                 last.update(self.evaluate())
             log.log(last)
-            progress.update(step + 1, {"reward": last["reward/mean"], "loss": last["loss"]})
+            if line:
+                line.update(step + 1, {"reward": last["reward/mean"], "loss": last["loss"]})
+            if on_step:
+                on_step(dict(last))
             if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
                 self.save(step + 1)
                 self._plot()
-        progress.close()
+        if line:
+            line.close()
         self.step = cfg.steps
         return last
 
