@@ -15,12 +15,15 @@ from verity.errors import ConfigError
 from verity.eval.compare import (
     CompareConfig,
     Comparison,
+    attach_statistics,
     bar_chart,
+    comparison_figure,
     markdown_table,
     model_labels,
     subdir_names,
     write_outputs,
 )
+from verity.eval.evaluate import summarize
 
 KEY_VAR = "VERITY_COMPARE_TEST_KEY"
 
@@ -97,6 +100,73 @@ def test_writers(tmp_path: Path) -> None:
     assert data["models"][0]["metrics"]["acc"]["mean"] is None  # NaN is written as null
     bar_chart(c, tmp_path / "again.png")
     assert (tmp_path / "again.png").stat().st_size > 1000
+
+
+def _records(rewards: list[list[float]]) -> list[dict]:
+    """Eval records: one list of rollout rewards per example; 'acc' = reward > 1."""
+    return [{"example_id": i, "rollout_idx": j, "reward": r, "scores": {"acc": float(r > 1)}}
+            for i, rs in enumerate(rewards) for j, r in enumerate(rs)]
+
+
+def _stats_comparison() -> tuple[Comparison, list[list[dict]]]:
+    recs = [_records([[0.0, 0.0], [1.5, 1.5], [0.5, 0.0], [0.0, 0.5], [1.6, 0.0]]),
+            _records([[1.5, 1.5], [1.5, 1.5], [0.0, 0.0], [1.6, 0.5], [1.6, 1.6]])]
+    entries = [{"model": lab, "metrics": summarize(r, ["acc"])["metrics"], "errors": 0}
+               for lab, r in zip(["base", "trained"], recs, strict=True)]
+    attach_statistics(entries, recs, ["reward", "acc"], seed=0, resamples=2000)
+    return Comparison(env="toy", labels=["base", "trained"], models=entries, metric_names=["reward", "acc"],
+                      settings={"num_examples": 5, "rollouts_per_example": 2, "seed": 0}), recs
+
+
+def test_comparison_statistics_table_and_json(tmp_path: Path) -> None:
+    import numpy as np
+
+    c, _ = _stats_comparison()
+    base, trained = (m["metrics"]["reward"] for m in c.models)
+    # reference: percentile bootstrap over the 5 per-example means, the same draws (seed 0) for both models
+    idx = np.random.default_rng(0).integers(0, 5, size=(2000, 5))
+    for m, per_example in ((base, [0.0, 1.5, 0.25, 0.25, 0.8]), (trained, [1.5, 1.5, 0.0, 1.05, 1.6])):
+        lo, hi = np.percentile(np.array(per_example)[idx].mean(axis=1), [2.5, 97.5])
+        assert m["mean"] == pytest.approx(np.mean(per_example))
+        assert (m["ci_low"], m["ci_high"]) == pytest.approx((lo, hi), abs=1e-12)
+        assert 0.0 <= m["ci_low"] <= m["mean"] <= m["ci_high"]
+    d = np.array([1.5, 0.0, -0.25, 0.8, 0.8])  # trained − base per example
+    vs = c.models[1]["vs_first"]["reward"]
+    lo, hi = np.percentile(d[idx].mean(axis=1), [2.5, 97.5])
+    assert vs["diff"] == pytest.approx(0.57) and (vs["ci_low"], vs["ci_high"]) == pytest.approx((lo, hi), abs=1e-12)
+    assert (vs["wins"], vs["ties"], vs["losses"]) == (3, 1, 1)
+    assert c.models[1]["vs_first"]["acc"] | {"ci_low": 0, "ci_high": 0} == \
+        {"diff": pytest.approx(0.4), "ci_low": 0, "ci_high": 0, "wins": 3, "ties": 2, "losses": 0}
+    assert "vs_first" not in c.models[0]
+    lines = markdown_table(c).splitlines()
+    assert lines[2] == (f"| reward | 0.5600 [{base['ci_low']:.3f}, {base['ci_high']:.3f}] | "
+                        f"**1.1300 [{trained['ci_low']:.3f}, {trained['ci_high']:.3f}]** |")
+    assert lines[6] == "| metric | trained − base | W / T / L |"
+    assert lines[8] == f"| reward | +0.5700 [{vs['ci_low']:+.3f}, {vs['ci_high']:+.3f}] | 3 / 1 / 1 |"
+    paths = write_outputs(c, tmp_path)
+    data = json.loads(Path(paths["json"]).read_text())
+    assert data["models"][1]["vs_first"]["reward"]["wins"] == 3
+    assert "bootstrap confidence interval" in Path(paths["markdown"]).read_text()
+
+
+def test_chart_draws_the_intervals() -> None:
+    c, _ = _stats_comparison()
+    fig = comparison_figure(c)
+    means_ax, diff_ax = fig.axes
+    for ax, key, rows in ((means_ax, "mean", [m["metrics"] for m in c.models]),
+                          (diff_ax, "diff", [c.models[1]["vs_first"]])):
+        bars = [b for b in ax.containers if hasattr(b, "errorbar")]
+        assert len(bars) == len(rows)
+        for container, metrics in zip(bars, rows, strict=True):
+            segments = container.errorbar.lines[2][0].get_segments()  # one vertical whisker per metric
+            for seg, name in zip(segments, c.metric_names, strict=True):
+                v = metrics[name]
+                assert sorted(y for _, y in seg) == pytest.approx([v["ci_low"], v["ci_high"]])
+            heights = [r.get_height() for r in container.patches]
+            assert heights == pytest.approx([metrics[n][key] for n in c.metric_names])
+    # non-negative rewards: no whisker goes below zero on the means panel
+    whiskers = [b.errorbar.lines[2][0] for b in means_ax.containers if hasattr(b, "errorbar")]
+    assert min(y for w in whiskers for seg in w.get_segments() for _, y in seg) >= 0
 
 
 @pytest.fixture(scope="module")

@@ -3,13 +3,12 @@ config and the environment's defaults, a results directory, a progress bar on a 
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from typing import TYPE_CHECKING, Any
 
 from verity.config import parse_env_args
 from verity.eval.config import EvalConfig
-from verity.utils import default_out_dir
+from verity.utils import default_out_dir, run_sync
 
 if TYPE_CHECKING:
     from verity.envs.base import Environment
@@ -28,9 +27,10 @@ def run_eval(env: Environment, sampler: Sampler, cfg: EvalConfig, show_progress:
     out = out_dir or cfg.output_dir or default_out_dir("evals", cfg.env, cfg.model)
     progress = _progress(show_progress)
     try:
-        return asyncio.run(evaluate(env, sampler, cfg.num_examples, cfg.rollouts_per_example,
-                                    sampling_args_from(sampling, base), out_dir=out, resume=cfg.resume,
-                                    seed=cfg.seed, chunk_size=_chunk(sampler, cfg), on_progress=progress))
+        # run_sync: also inside Jupyter, where an event loop is already running
+        return run_sync(evaluate(env, sampler, cfg.num_examples, cfg.rollouts_per_example,
+                                 sampling_args_from(sampling, base), out_dir=out, resume=cfg.resume,
+                                 seed=cfg.seed, chunk_size=_chunk(sampler, cfg), on_progress=progress))
     finally:
         if hasattr(progress, "close"):
             progress.close()
