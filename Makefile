@@ -2,6 +2,7 @@
 #   make demo   - install, then RL-train verity-tiny on pii-masking and compare base vs trained
 #   make test   - install, then run the test suite
 #   make lint   - install, then ruff and the type checker (pyright)
+#   make notebook - install, then execute examples/rl_with_llms.ipynb with its defaults, outputs saved in it
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -9,7 +10,7 @@ BIN := $(VENV)/bin
 # On a GPU machine set TORCH_SPEC=torch (or preinstall your CUDA torch) before `make`.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install demo test lint bench starter clean
+.PHONY: install demo test lint notebook bench starter clean
 
 # The compat extra (verifiers==0.1.6.post0) is what tests/test_verifiers_*.py compare verity against.
 $(BIN)/.installed: pyproject.toml
@@ -30,6 +31,10 @@ test: install
 lint: install
 	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/pyright --pythonpath $(BIN)/python
+
+# Execute the teaching notebook with its default (full) settings and save the outputs in it
+notebook: install
+	cd examples && $(abspath $(BIN))/jupyter-execute --inplace --timeout=-1 rl_with_llms.ipynb
 
 bench: install
 	$(BIN)/pip install -q -e ".[bench]"
