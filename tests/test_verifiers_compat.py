@@ -27,8 +27,18 @@ from hypothesis import strategies as st  # noqa: E402
 
 import verity  # noqa: E402
 
-logging.getLogger("verifiers").setLevel(logging.CRITICAL)  # verifiers logs every failing reward function
-logging.getLogger("verity").setLevel(logging.CRITICAL)
+
+@pytest.fixture(autouse=True, scope="module")
+def _quiet_reward_function_errors():
+    """Both packages log every failing reward function; silence that for this module only."""
+    loggers = [logging.getLogger(name) for name in ("verifiers", "verity")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    yield
+    for lg, level in zip(loggers, levels, strict=True):
+        lg.setLevel(level)
+
 
 CASES: Counter[str] = Counter()
 """Generated cases run per property (read by conftest's terminal summary)."""

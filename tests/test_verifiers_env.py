@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import time
 from pathlib import Path
 
@@ -26,7 +25,6 @@ import openai  # noqa: E402
 import verity  # noqa: E402
 from verity.types import Completion  # noqa: E402
 
-logging.getLogger("verifiers").setLevel(logging.CRITICAL)
 ENV_FILE = Path(__file__).parent / "data" / "vf01_env.py"
 
 # Fixed model answers, cycled over the questions: right, wrong, alternatives, padding, junk, unclosed, empty.
