@@ -366,6 +366,7 @@ class DoctorCheck:
     detail: str
 
 
+@dataclass(frozen=True)
 class RolloutScore:
     """One rollout's scores as verifiers 0.1.x returns them from ``Rubric.score_rollout``."""
 
