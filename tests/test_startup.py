@@ -101,8 +101,9 @@ def test_rows_built_on_their_own_equal_generate_rows():
     order = list(range(n))
     random.Random(42).shuffle(order)
     assert [e.answer for e in env.get_examples("eval", 100)] == [rows[i]["answer"] for i in order[:100]]
-    assert list(env.eval_dataset.select(range(50, 60))) == [rows[i] for i in order[50:60]]
-    assert env.dataset[0] == rows[order[n // 5]] and len(env.dataset) == n - n // 5
+    cols = list(rows[0])  # the generator's columns (the environment adds prompt and example_id)
+    assert [{k: r[k] for k in cols} for r in env.eval_dataset.select(range(50, 60))] == [rows[i] for i in order[50:60]]
+    assert {k: env.dataset[0][k] for k in cols} == rows[order[n // 5]] and len(env.dataset) == n - n // 5
 
 
 def test_other_seeds_and_sizes_keep_their_rows():
@@ -110,8 +111,9 @@ def test_other_seeds_and_sizes_keep_their_rows():
     order = list(range(300))
     random.Random(3).shuffle(order)
     env = load_environment(num_rows=300, random_seed=3, num_eval_examples=40, num_train_examples=100)
-    assert list(env.eval_dataset) == [rows[i] for i in order[:40]]
-    assert list(env.dataset) == [rows[i] for i in order[40:140]]
+    cols = list(rows[0])  # the generator's columns (the environment adds prompt and example_id)
+    assert [{k: r[k] for k in cols} for r in env.eval_dataset] == [rows[i] for i in order[:40]]
+    assert [{k: r[k] for k in cols} for r in env.dataset] == [rows[i] for i in order[40:140]]
     # anything beyond the rows themselves is answered by a datasets.Dataset of the same rows
     assert env.eval_dataset["answer"][:3] == [rows[i]["answer"] for i in order[:3]]
-    assert env.eval_dataset.to_dataset().num_rows == 40
+    assert len(env.eval_dataset) == 40
