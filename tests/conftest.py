@@ -42,3 +42,20 @@ def pytest_terminal_summary(terminalreporter):
         per = ", ".join(f"{k} {v}" for k, v in cases.items())
         terminalreporter.write_line(f"verifiers 0.1.6.post0 differential tests: {sum(cases.values())} generated "
                                     f"cases ({per})")
+
+
+@pytest.fixture(scope="session")
+def qwen3_toy_dir(tmp_path_factory) -> str:
+    """A random-init Qwen3-architecture model (hidden 64, 2 layers) with a Qwen3-style tokenizer and
+    chat template, saved as a local directory (verity.models.toy)."""
+    from verity.models.toy import save_toy
+
+    return save_toy(tmp_path_factory.mktemp("qwen3_toy"), "qwen3")
+
+
+@pytest.fixture(scope="session")
+def llama3_toy_dir(tmp_path_factory) -> str:
+    """The Llama-3 counterpart of ``qwen3_toy_dir``."""
+    from verity.models.toy import save_toy
+
+    return save_toy(tmp_path_factory.mktemp("llama3_toy"), "llama")
