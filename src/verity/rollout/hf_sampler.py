@@ -4,7 +4,8 @@ The loop is deliberately small: one prefill that keeps only the last position's 
 then one forward per new token with the KV cache, temperature / top-p sampling from a
 seeded generator (or one generator per row when rows carry their own seeds, as batched server
 requests do), and the sampling log-prob of each chosen token (plus the top-k alternatives when
-``SamplingArgs.top_logprobs`` asks for them). Prompts are sorted by
+``SamplingArgs.top_logprobs`` asks for them); the loop itself (no host sync between checks of the
+batch) is :mod:`verity.rollout.decode`. Prompts are sorted by
 length and left-padded into batches so padding stays small. Generation runs in a worker
 thread, so the event loop (the server, async environments) stays responsive.
 """
@@ -26,12 +27,15 @@ class HFSampler:
     """Samples from a ``transformers`` causal LM held in this process."""
 
     def __init__(self, model: Any, tokenizer: Any, batch_size: int = 64, name: str | None = None,
-                 autocast_dtype: Any = None):
+                 autocast_dtype: Any = None, check_every: int | None = None):
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.name = name or getattr(model.config, "_name_or_path", "local-model")
         self.autocast_dtype = autocast_dtype
+        #: Decode tokens between two host checks of the batch (stop, compaction); None: every token on a
+        #: CPU (same outputs as before, finished rows leave at once), every 16 on an accelerator.
+        self.check_every = check_every
         self._lock = threading.Lock()
         eos = tokenizer.eos_token_id
         extra = getattr(model.generation_config, "eos_token_id", None) if hasattr(model, "generation_config") else None
@@ -86,14 +90,14 @@ class HFSampler:
         check_context(max(len(p) for p in prompt_ids), args.max_tokens, self.context)
         order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
         out: list[Completion | None] = [None] * len(prompt_ids)
-        gen = torch.Generator(device="cpu")
-        gen.manual_seed(args.seed if args.seed is not None else int(torch.randint(0, 2**31 - 1, (1,))))
+        dev = next(self.model.parameters()).device  # generators live on the decode device: no host draws
+        gen = _seeded(args.seed if args.seed is not None else int(torch.randint(0, 2**31 - 1, (1,))), dev)
         with self._lock:
             model = self._sampling_model()
             for s in range(0, len(order), self.batch_size):
                 idx = order[s:s + self.batch_size]
                 t0 = time.perf_counter()
-                row_gen = gen if seeds is None else [_seeded(seeds[i]) for i in idx]
+                row_gen = gen if seeds is None else [_seeded(seeds[i], dev) for i in idx]
                 done = self._decode(model, [prompt_ids[i] for i in idx], args, row_gen)
                 dt = time.perf_counter() - t0
                 for i, (ids, lps, top, finish) in zip(idx, done, strict=True):
@@ -135,80 +139,62 @@ class HFSampler:
     def _decode(self, model: Any, prompts: list[Sequence[int]], args: SamplingArgs,
                 gen: Any) -> list[tuple[list[int], list[float], tuple[Any, ...], str]]:
         """(token ids, log-probs, top log-probs, finish reason) per prompt; ``gen`` is one
-        generator for all rows or a list with one per row."""
+        generator for all rows or a list with one per row (see :func:`~verity.rollout.decode.decode_loop`)."""
         import torch
+
+        from verity.rollout.decode import CHECK_EVERY_ACCELERATOR, decode_loop, results
 
         dev = next(model.parameters()).device
         # Identical prompts (a GRPO group) are prefilled once; their KV rows are then repeated.
         uniq: dict[tuple[int, ...], int] = {}
         inverse = [uniq.setdefault(tuple(p), len(uniq)) for p in prompts]
         B, U, P = len(prompts), len(uniq), max(len(p) for p in prompts)
+        T = args.max_tokens
         input_ids = torch.full((U, P), self.pad_id, dtype=torch.long)
-        attn = torch.zeros((U, P), dtype=torch.long)
+        attn = torch.zeros((U, P + T), dtype=torch.long)  # room for every decode step: no growing mask
         for u, p in enumerate(uniq):  # left padding
             input_ids[u, P - len(p):] = torch.tensor(p, dtype=torch.long)
             attn[u, P - len(p):] = 1
+        attn[:, P:] = 1  # the decode steps' columns, read up to the current step
         input_ids, attn = input_ids.to(dev), attn.to(dev)
-        pos = (attn.cumsum(-1) - 1).clamp(min=0)
+        pos = (attn[:, :P].cumsum(-1) - 1).clamp(min=0)
         eos = torch.tensor(self.eos_ids, device=dev)
-        tokens = torch.full((B, args.max_tokens), self.pad_id, dtype=torch.long, device=dev)
-        logps = torch.zeros((B, args.max_tokens), dtype=torch.float32, device=dev)
-        lengths = torch.full((B,), args.max_tokens, dtype=torch.long, device=dev)
-        stopped = torch.zeros(B, dtype=torch.bool, device=dev)
-        k = args.top_logprobs
-        top_ids = torch.zeros((B, args.max_tokens, k), dtype=torch.long, device=dev)
-        top_lps = torch.zeros((B, args.max_tokens, k), dtype=torch.float32, device=dev)
-        rows = torch.arange(B, device=dev)  # original index of each row still being decoded
         was_training = model.training
         model.eval()
         ckw = _cache_kwarg(model)
-        with torch.inference_mode():
-            out = model(input_ids=input_ids, attention_mask=attn, position_ids=pos, use_cache=True, logits_to_keep=1)
-            past, logits = _get_cache(out), out.logits[:, -1]
-            cur_pos = pos[:, -1:]
-            if U < B:
-                expand = torch.tensor(inverse, device=dev)
-                _select_rows(past, expand)
-                logits, attn, cur_pos = logits[expand], attn[expand], cur_pos[expand]
-            if dev.type == "cpu":  # for one query token, plain batched matmuls beat SDPA's CPU kernel
-                _set_attn(model, _decode_attention_name(model))
-            _preallocate(past, args.max_tokens)
-            live = torch.ones(B, dtype=torch.bool, device=dev)  # rows of the batch still decoding
-            for t in range(args.max_tokens):
-                row_gen = gen if not isinstance(gen, list) else [gen[r] for r in rows.tolist()]
-                tok, lp = _sample(logits.float(), args.temperature, args.top_p, row_gen)  # [b]
-                w = rows[live]
-                tokens[w, t], logps[w, t] = tok[live], lp[live]
-                if k:
-                    tl, ti = _policy_logprobs(logits.float(), args.temperature).topk(k, dim=-1)  # [b, k]
-                    top_ids[w, t], top_lps[w, t] = ti[live], tl[live]
-                done = live & torch.isin(tok, eos)  # [b]
-                lengths[rows[done]] = t + 1
-                stopped[rows[done]] = True
-                live &= ~done
-                if not bool(live.any()) or t == args.max_tokens - 1:
-                    break
-                if int(live.sum()) <= 0.75 * live.numel():  # compact: drop finished rows and their KV
-                    keep = torch.nonzero(live).squeeze(-1)
-                    rows, tok, attn, cur_pos, live = rows[keep], tok[keep], attn[keep], cur_pos[keep], live[keep]
-                    _select_rows(past, keep)
-                attn = torch.cat([attn, torch.ones((attn.shape[0], 1), dtype=attn.dtype, device=dev)], dim=1)
-                cur_pos = cur_pos + 1
-                out = model(input_ids=tok[:, None], attention_mask=attn, position_ids=cur_pos,
-                            use_cache=True, **{ckw: past})
-                past, logits = _get_cache(out), out.logits[:, -1]
-        _set_attn(model, None)
-        if was_training:
-            model.train()
-        res = []
-        tokens, logps, top_ids, top_lps = tokens.cpu(), logps.cpu(), top_ids.cpu(), top_lps.cpu()
-        for b in range(B):
-            n = int(lengths[b])
-            ids, lps = tokens[b, :n].tolist(), logps[b, :n].tolist()
-            top = () if not k else tuple(tuple(zip(i, lp, strict=True)) for i, lp in
-                                         zip(top_ids[b, :n].tolist(), top_lps[b, :n].tolist(), strict=True))
-            res.append((ids, lps, top, "stop" if bool(stopped[b]) else "length"))
-        return res
+        check = self.check_every or (1 if dev.type == "cpu" else CHECK_EVERY_ACCELERATOR)
+        try:
+            with torch.inference_mode():
+                out = model(input_ids=input_ids, attention_mask=attn[:, :P], position_ids=pos, use_cache=True,
+                            logits_to_keep=1)
+                st = {"past": _get_cache(out), "attn": attn, "pos": pos[:, -1:], "n": P}
+                logits = out.logits[:, -1]
+                if U < B:
+                    expand = torch.tensor(inverse, device=dev)
+                    _select_rows(st["past"], expand)
+                    logits, st["attn"], st["pos"] = logits[expand], attn[expand], st["pos"][expand]
+                if dev.type == "cpu":  # for one query token, plain batched matmuls beat SDPA's CPU kernel
+                    _set_attn(model, _decode_attention_name(model))
+                _preallocate(st["past"], T)
+
+                def step(tok: Any) -> Any:
+                    st["n"] += 1
+                    st["pos"] = st["pos"] + 1
+                    o = model(input_ids=tok[:, None], attention_mask=st["attn"][:, :st["n"]], position_ids=st["pos"],
+                              use_cache=True, **{ckw: st["past"]})
+                    st["past"] = _get_cache(o)
+                    return o.logits[:, -1]
+
+                def compact(keep: Any) -> None:
+                    st["attn"], st["pos"] = st["attn"][keep], st["pos"][keep]
+                    _select_rows(st["past"], keep)
+
+                rows = decode_loop(step, logits, B, args, gen, eos, self.pad_id, check, compact)
+        finally:
+            _set_attn(model, None)
+            if was_training:
+                model.train()
+        return results(rows, args.top_logprobs)
 
 
 def _preallocate(cache: Any, extra: int) -> None:
@@ -376,60 +362,12 @@ def _prealloc_cls() -> Any:
     return _PREALLOC[0]
 
 
-def _seeded(seed: int) -> Any:
+def _seeded(seed: int, device: Any = "cpu") -> Any:
     import torch
 
-    g = torch.Generator(device="cpu")
+    g = torch.Generator(device=device)
     g.manual_seed(seed)
     return g
-
-
-def _policy_logprobs(logits: Any, temperature: float) -> Any:
-    """log softmax(logits / T) [B, V]; greedy (T ~ 0) reports the model's own softmax(logits)."""
-    import torch
-
-    return torch.log_softmax(logits if temperature < GREEDY_BELOW else logits / temperature, dim=-1)
-
-
-#: Temperatures below this sample greedily (logits / 1e-100 would overflow to inf, then NaN).
-GREEDY_BELOW = 1e-4
-
-
-def _sample(logits: Any, temperature: float, top_p: float, gen: Any) -> tuple[Any, Any]:
-    """Sample one token per row; return (token [B], log-prob under the tempered policy [B]).
-
-    ``gen`` is one generator, or a list with one per row. Greedy rows report the model's log-prob.
-    """
-    logp = _policy_logprobs(logits, temperature)  # [B, V]
-    if temperature < GREEDY_BELOW:
-        tok = logits.argmax(-1)
-        return tok, logp.gather(-1, tok[:, None]).squeeze(-1)
-    probs = logp.exp()
-    if top_p < 1.0:
-        sp, si = probs.sort(dim=-1, descending=True)
-        keep = sp.cumsum(-1) - sp < top_p
-        tok = si.gather(-1, _inverse_cdf(sp * keep, gen)[:, None]).squeeze(-1)
-    else:
-        tok = _inverse_cdf(probs, gen)
-    return tok, logp.gather(-1, tok[:, None]).squeeze(-1)
-
-
-def _inverse_cdf(weights: Any, gen: Any) -> Any:
-    """One categorical draw per row of ``weights`` [B, V] (unnormalised, >= 0) → [B].
-
-    Inverse-CDF sampling needs B uniforms where ``torch.multinomial`` draws B·V exponentials
-    (~4 ms a step for 64 × 4096 on this CPU). Zero-weight entries have empty intervals and
-    are never drawn.
-    """
-    import torch
-
-    cdf = weights.float().cumsum(-1)  # [B, V]
-    if isinstance(gen, list):  # one generator per row: each row's draws depend on its own seed only
-        u = torch.cat([torch.rand((1, 1), generator=g) for g in gen])
-    else:
-        u = torch.rand((cdf.shape[0], 1), generator=gen)
-    u = u.to(cdf.device) * cdf[:, -1:]  # [B, 1] in [0, total)
-    return torch.searchsorted(cdf, u, right=True).clamp_(max=cdf.shape[1] - 1).squeeze(-1)
 
 
 def _apply_stop(text: str, ids: list[int], lps: list[float], finish: str, stop: Sequence[str], tok: Any):
