@@ -32,6 +32,10 @@ class ServeConfig:
     """Model id clients send in 'model' (default: MODEL as given)."""
     default_max_tokens: int = flag("--default-max-tokens", default=512)
     """Completion tokens when a request sets no max_tokens (capped by the context length)."""
+    max_kv_tokens: int = flag("--max-kv-tokens", default=0)
+    """KV-cache positions that running batches may hold (sequences × (prompt + max_tokens)): a request needing
+    more is refused with 400, one that does not fit beside the running batch waits (0 = 90% of the free
+    accelerator memory after loading; no limit on a CPU)."""
     dtype: DType = flag("--dtype", default="auto")
     """Weights dtype (auto = bf16 on hardware that is fast at it)."""
     log_level: Literal["debug", "info", "warning", "error"] = flag("--log-level", default="warning")
@@ -50,6 +54,8 @@ class ServeConfig:
             raise ConfigError(f"--max-batch-size {self.max_batch_size}: must be >= 1")
         if self.max_queue < 1:
             raise ConfigError(f"--max-queue {self.max_queue}: must be >= 1")
+        if self.max_kv_tokens < 0:
+            raise ConfigError(f"--max-kv-tokens {self.max_kv_tokens}: must be >= 0 (0 = auto)")
         if self.default_max_tokens < 1:
             raise ConfigError(f"--default-max-tokens {self.default_max_tokens}: must be >= 1")
         if self.api_key_env is not None and not os.environ.get(self.api_key_env):
@@ -85,11 +91,13 @@ def build_app(cfg: ServeConfig) -> Any:
     """Load the model and build the FastAPI app for ``cfg``."""
     from verity.rollout.hf_sampler import HFSampler
     from verity.serve.app import create_app
+    from verity.serve.batcher import auto_kv_tokens
 
     sampler = HFSampler.from_pretrained(cfg.model, batch_size=cfg.max_batch_size, dtype=cfg.dtype)
     key = os.environ[cfg.api_key_env] if cfg.api_key_env else None
     return create_app(sampler, cfg.served_model_name or cfg.model, api_key=key, max_batch_size=cfg.max_batch_size,
-                      max_queue=cfg.max_queue, default_max_tokens=cfg.default_max_tokens)
+                      max_queue=cfg.max_queue, default_max_tokens=cfg.default_max_tokens,
+                      max_kv_tokens=cfg.max_kv_tokens or auto_kv_tokens(sampler.model))
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> int:

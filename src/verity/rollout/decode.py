@@ -52,14 +52,27 @@ class Uniforms:
             self.inb = torch.ones(B, dtype=torch.bool, device=device)
             self.off = torch.zeros((), dtype=torch.long, device=device)
 
-    def take(self, t: int, rows: Any) -> Any:
-        """The uniforms [b] of the physical rows ``rows`` (original row numbers) at step ``t``."""
+    def take(self, t: int, rows: Any, col: Any = None) -> Any:
+        """The uniforms [b] of the physical rows ``rows`` (original row numbers) at step ``t``
+        (per-row generators: at each row's own step ``col`` [b] when rows joined late)."""
         if self.per_row:
-            return self.u[:, t].index_select(0, rows)
+            if col is None:
+                return self.u[:, t].index_select(0, rows)
+            return self.u.index_select(0, rows).gather(1, col.clamp(max=self.u.shape[1] - 1)[:, None]).squeeze(1)
         rank = self.inb.cumsum(0) - 1
         u = self.u.index_select(0, (self.off + rank).clamp_(max=self.u.numel() - 1))
         self.off += self.inb.sum()
         return u.index_select(0, rows)
+
+    def extend(self, gens: list[Any]) -> None:
+        """Rows that joined the batch, with their own generators (after the existing rows)."""
+        import torch
+
+        if not self.per_row:
+            raise ValueError("rows can join a batch only when every row has its own generator")
+        T = self.u.shape[1]
+        new = torch.stack([torch.rand(T, generator=g, device=g.device) for g in gens]).to(self.u.device)
+        self.u = torch.cat([self.u, new])
 
     def after_step(self, live: Any) -> None:
         """Replay the old compaction rule: keep only live rows once at most 3/4 of the batch is live."""
@@ -92,6 +105,13 @@ class Rows:
     top_ids: Any  # [B, T, k]
     top_lps: Any  # [B, T, k]
 
+    def grow(self, other: Rows) -> None:
+        """Append ``other``'s rows (rows that joined the batch)."""
+        import torch
+
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, torch.cat([getattr(self, f.name), getattr(other, f.name)]))
+
 
 def _rows(B: int, T: int, k: int, pad: int, dev: Any) -> Rows:
     import torch
@@ -105,15 +125,72 @@ def _rows(B: int, T: int, k: int, pad: int, dev: Any) -> Rows:
                 top_lps=torch.zeros((B, T, k), dtype=torch.float32, device=dev))
 
 
+class _Batch:
+    """The physical batch: original row numbers, step each row joined at, per-row histories."""
+
+    def __init__(self, B: int, T: int, k: int, pad: int, dev: Any):
+        import torch
+
+        self.rows = torch.arange(B, device=dev)
+        self.start = torch.zeros(B, dtype=torch.long, device=dev)
+        self.joined = False  # any row joined after step 0 (histories are then written per row)
+        self.b, self.T, self.k, self.pad, self.dev = B, T, k, pad, dev
+        # one column past T: where rows that ended at their T-th token write until they leave the batch
+        self.tok = torch.full((B, T + 1), pad, dtype=torch.long, device=dev)
+        self.lp = torch.zeros((B, T + 1), device=dev)
+        self.top = (torch.zeros((B, T + 1, k), dtype=torch.long, device=dev), torch.zeros((B, T + 1, k), device=dev))
+
+    def record(self, t: int, tok: Any, lp: Any, top: Any) -> Any:
+        """Write step ``t``'s samples into the histories; the column of each row ([b], or None = t)."""
+        if not self.joined:
+            self.tok[:, t], self.lp[:, t] = tok, lp
+            if top is not None:
+                self.top[1][:, t], self.top[0][:, t] = top
+            return None
+        col = (t - self.start).clamp_(max=self.T)
+        self.tok.scatter_(1, col[:, None], tok[:, None])
+        self.lp.scatter_(1, col[:, None], lp[:, None])
+        if top is not None:
+            idx = col[:, None, None].expand(-1, 1, self.k)
+            self.top[1].scatter_(1, idx, top[0][:, None])
+            self.top[0].scatter_(1, idx, top[1][:, None])
+        return col
+
+    def flush(self, out: Rows) -> None:  # physical histories -> original rows
+        T = self.T
+        out.tokens[self.rows], out.logps[self.rows] = self.tok[:, :T], self.lp[:, :T]
+        if self.k:
+            out.top_ids[self.rows], out.top_lps[self.rows] = self.top[0][:, :T], self.top[1][:, :T]
+
+    def keep(self, keep: Any, n: int) -> None:
+        self.rows, self.start, self.b = self.rows[keep], self.start[keep], n
+        self.tok, self.lp = self.tok[keep], self.lp[keep]
+        self.top = self.top[0][keep], self.top[1][keep]
+
+    def add(self, first: int, a: int, t: int) -> None:
+        """Rows ``first .. first + a - 1`` join; they sample their first token at step ``t``."""
+        import torch
+
+        new = _Batch(a, self.T, self.k, self.pad, self.dev)
+        self.rows = torch.cat([self.rows, new.rows + first])
+        self.start = torch.cat([self.start, torch.full((a,), t, dtype=torch.long, device=self.dev)])
+        self.tok, self.lp = torch.cat([self.tok, new.tok]), torch.cat([self.lp, new.lp])
+        self.top = torch.cat([self.top[0], new.top[0]]), torch.cat([self.top[1], new.top[1]])
+        self.b += a
+        self.joined = True
+
+
 def decode_loop(step: Any, logits: Any, B: int, args: SamplingArgs, gen: Any, eos: Any, pad: int,
-                check_every: int, compact: Any, on_tokens: Any = None) -> Rows:
-    """Sample ``args.max_tokens`` tokens for ``B`` rows from the prefill's last ``logits`` [B, V].
+                check_every: int, compact: Any, admit: Any = None, on_tokens: Any = None) -> Rows:
+    """Sample up to ``args.max_tokens`` tokens for each of ``B`` rows from the prefill's last ``logits`` [B, V].
 
     ``step(tok [b])`` runs the model on the new tokens of the physical rows and returns the next
     logits [b, V]; ``compact(keep [b'])`` drops the other physical rows from the model's state (KV
     cache, mask, positions). Between host checks (every ``check_every`` tokens) nothing reads a
-    device value on the host. ``on_tokens(rows, t, tok)``, when given, sees each step's tokens
-    (device tensors; what it does with them is its own business, e.g. streaming at a check).
+    device value on the host. Continuous batching: ``admit(live_rows)``, called after the step that
+    follows a check, returns None or ``(logits [a, V], generators)`` of rows that join the batch
+    now (rows B, B+1, ... in that order; ``gen`` must then be a list, one generator per row, or the
+    decoding greedy). ``on_tokens(rows, tok, done)`` sees each step's tokens (device tensors).
     """
     import torch
 
@@ -121,47 +198,58 @@ def decode_loop(step: Any, logits: Any, B: int, args: SamplingArgs, gen: Any, eo
     out = _rows(B, T, k, pad, dev)
     greedy = args.temperature < GREEDY_BELOW
     uni = None if greedy else Uniforms(gen, B, T, dev)
-    rows = torch.arange(B, device=dev)  # original row of each physical row
-    b = B
-    hist = torch.full((B, T), pad, dtype=torch.long, device=dev), torch.zeros((B, T), device=dev)
-    top = (torch.zeros((B, T, k), dtype=torch.long, device=dev), torch.zeros((B, T, k), device=dev)) if k else None
-
-    def flush() -> None:  # physical histories -> original rows
-        out.tokens[rows], out.logps[rows] = hist[0], hist[1]
-        if top is not None:
-            out.top_ids[rows], out.top_lps[rows] = top[0], top[1]
-
-    for t in range(T):
+    batch = _Batch(B, T, k, pad, dev)
+    last, t, admit_now = T - 1, 0, False  # last: the step the last row to join must stop at
+    while True:
         lg = logits.float()
-        tok, lp = sample(lg, args.temperature, args.top_p, None if uni is None else uni.take(t, rows))
-        hist[0][:, t], hist[1][:, t] = tok, lp
-        if top is not None:
-            top[1][:, t], top[0][:, t] = policy_logprobs(lg, args.temperature).topk(k, dim=-1)
+        rows = batch.rows
+        u = None if uni is None else uni.take(t, rows, None if not batch.joined else t - batch.start)
+        tok, lp = sample(lg, args.temperature, args.top_p, u)
+        top = policy_logprobs(lg, args.temperature).topk(k, dim=-1) if k else None
+        col = batch.record(t, tok, lp, top)
         was = out.live.index_select(0, rows)
         done = was & torch.isin(tok, eos)
-        out.lengths[rows] = torch.where(done, t + 1, out.lengths.index_select(0, rows))
+        out.lengths[rows] = torch.where(done, (t if col is None else col) + 1, out.lengths.index_select(0, rows))
         out.stopped[rows] = out.stopped.index_select(0, rows) | done
-        out.live[rows] = was & ~done
+        ended = done if col is None else done | (col == T - 1)
+        out.live[rows] = was & ~ended
         if uni is not None:
             uni.after_step(out.live)
         if on_tokens is not None:
-            on_tokens(rows, t, tok)
-        if t == T - 1:
+            on_tokens(rows, tok, was)
+        if t == last and not admit_now:
             break
         if (t + 1) % check_every == 0:  # the host looks: the only device reads of the loop
             live_now = out.live.index_select(0, rows)
             n = int(live_now.sum())
-            if n == 0:
+            if n == 0 and admit is None:
                 break
-            if n <= 0.75 * b:  # compaction: drop finished rows and their KV
-                flush()
+            if n <= 0.75 * batch.b:  # compaction: drop finished rows and their KV
+                batch.flush(out)
                 keep = torch.nonzero(live_now).squeeze(-1)
-                rows, tok, b = rows[keep], tok[keep], n
-                hist = hist[0][keep], hist[1][keep]
-                top = None if top is None else (top[0][keep], top[1][keep])
+                tok = tok[keep]
+                batch.keep(keep, n)
                 compact(keep)
-        logits = step(tok)
-    flush()
+            admit_now = admit is not None
+        if batch.b:
+            logits = step(tok)
+        if admit_now:
+            admit_now = False
+            joined = admit(batch.b)
+            if joined is not None:
+                new_logits, gens = joined
+                a = new_logits.shape[0]
+                batch.flush(out)
+                batch.add(B, a, t + 1)
+                out.grow(_rows(a, T, k, pad, dev))
+                if uni is not None:
+                    uni.extend(gens)
+                logits = new_logits if not batch.b - a else torch.cat([logits, new_logits])
+                B, last = B + a, max(last, t + T)
+            elif batch.b == 0 or t >= last:
+                break
+        t += 1
+    batch.flush(out)
     if uni is not None:
         uni.finish()
     return out

@@ -20,6 +20,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from verity.rollout.decode import GREEDY_BELOW
 from verity.types import ChatOrText, Completion, SamplingArgs, check_context
 
 
@@ -100,15 +101,8 @@ class HFSampler:
                 row_gen = gen if seeds is None else [_seeded(seeds[i], dev) for i in idx]
                 done = self._decode(model, [prompt_ids[i] for i in idx], args, row_gen)
                 dt = time.perf_counter() - t0
-                for i, (ids, lps, top, finish) in zip(idx, done, strict=True):
-                    text = self.tokenizer.decode(ids, skip_special_tokens=True)
-                    text, ids, lps, finish = _apply_stop(text, ids, lps, finish, args.stop, self.tokenizer)
-                    out[i] = Completion(
-                        text=text, finish_reason=finish, prompt_ids=tuple(prompt_ids[i]),
-                        completion_ids=tuple(ids), logprobs=tuple(lps), latency_s=dt,
-                        usage={"prompt_tokens": len(prompt_ids[i]), "completion_tokens": len(ids)},
-                        top_logprobs=top[:len(ids)],
-                    )
+                for i, d in zip(idx, done, strict=True):
+                    out[i] = self._completion(prompt_ids[i], d, args, dt)
         return out  # type: ignore[return-value]
 
     def _sampling_model(self) -> Any:
@@ -136,13 +130,50 @@ class HFSampler:
                 dst.copy_(src)
         return self._shadow
 
-    def _decode(self, model: Any, prompts: list[Sequence[int]], args: SamplingArgs,
-                gen: Any) -> list[tuple[list[int], list[float], tuple[Any, ...], str]]:
+    def generate_continuous(self, prompt_ids: Sequence[Sequence[int]], args: SamplingArgs,
+                            seeds: Sequence[int] | None, admit: Any, on_tokens: Any = None) -> list[Completion]:
+        """One batch that other rows join while it decodes (continuous batching, as the server uses it).
+
+        ``admit(n_live)`` is called between decode steps; it returns ``(prompt_ids, seed)`` pairs of
+        rows that join now (seed None when greedy), or nothing. ``on_tokens(rows, tok, valid)`` sees
+        every step's tokens (device tensors; row numbers count the initial prompts, then the joined
+        rows in order). Returns one completion per row in that order.
+        """
+
+        if seeds is not None and len(seeds) != len(prompt_ids):
+            raise ValueError(f"{len(seeds)} seeds for {len(prompt_ids)} prompts")
+        check_context(max(len(p) for p in prompt_ids), args.max_tokens, self.context)
+        dev = next(self.model.parameters()).device
+        if args.temperature >= GREEDY_BELOW and seeds is None:
+            raise ValueError("continuous batching samples each row from its own seed")
+        prompts = [list(p) for p in prompt_ids]
+        with self._lock:
+            t0 = time.perf_counter()
+            gen = [] if seeds is None else [_seeded(s, dev) for s in seeds]
+            done = self._decode(self._sampling_model(), prompts, args, gen, admit=admit, on_tokens=on_tokens)
+            dt = time.perf_counter() - t0
+        return [self._completion(p, d, args, dt) for p, d in zip(prompts, done, strict=True)]
+
+    def _completion(self, prompt: Sequence[int], done: tuple[list[int], list[float], tuple[Any, ...], str],
+                    args: SamplingArgs, dt: float) -> Completion:
+        ids, lps, top, finish = done
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        text, ids, lps, finish = _apply_stop(text, ids, lps, finish, args.stop, self.tokenizer)
+        return Completion(text=text, finish_reason=finish, prompt_ids=tuple(prompt), completion_ids=tuple(ids),
+                          logprobs=tuple(lps), latency_s=dt,
+                          usage={"prompt_tokens": len(prompt), "completion_tokens": len(ids)},
+                          top_logprobs=top[:len(ids)])
+
+    def _decode(self, model: Any, prompts: list[Sequence[int]], args: SamplingArgs, gen: Any,
+                admit: Any = None, on_tokens: Any = None) -> list[tuple[list[int], list[float], tuple[Any, ...], str]]:
         """(token ids, log-probs, top log-probs, finish reason) per prompt; ``gen`` is one
-        generator for all rows or a list with one per row (see :func:`~verity.rollout.decode.decode_loop`)."""
+        generator for all rows or a list with one per row (see :func:`~verity.rollout.decode.decode_loop`).
+        With ``admit`` (see :meth:`generate_continuous`) rows join between steps; ``prompts`` and
+        ``gen`` are extended with them."""
         import torch
 
         from verity.rollout.decode import CHECK_EVERY_ACCELERATOR, decode_loop, results
+        from verity.rollout.joins import can_join, join_rows
 
         dev = next(model.parameters()).device
         # Identical prompts (a GRPO group) are prefilled once; their KV rows are then repeated.
@@ -167,7 +198,8 @@ class HFSampler:
             with torch.inference_mode():
                 out = model(input_ids=input_ids, attention_mask=attn[:, :P], position_ids=pos, use_cache=True,
                             logits_to_keep=1)
-                st = {"past": _get_cache(out), "attn": attn, "pos": pos[:, -1:], "n": P}
+                st = {"past": _get_cache(out), "attn": attn, "pos": pos[:, -1:], "n": P,
+                      "first": [P - len(p) for p in prompts]}
                 logits = out.logits[:, -1]
                 if U < B:
                     expand = torch.tensor(inverse, device=dev)
@@ -188,8 +220,19 @@ class HFSampler:
                 def compact(keep: Any) -> None:
                     st["attn"], st["pos"] = st["attn"][keep], st["pos"][keep]
                     _select_rows(st["past"], keep)
+                    if admit is not None:
+                        st["first"] = [st["first"][i] for i in keep.tolist()]
 
-                rows = decode_loop(step, logits, B, args, gen, eos, self.pad_id, check, compact)
+                def join(n_live: int) -> Any:
+                    new = admit(n_live) if can_join(st["past"]) else None
+                    if not new:
+                        return None
+                    prompts.extend(p for p, _ in new)
+                    gens = [_seeded(seed, dev) for _, seed in new if seed is not None]
+                    return join_rows(model, st, [p for p, _ in new], T, self.pad_id), gens
+
+                rows = decode_loop(step, logits, B, args, gen, eos, self.pad_id, check, compact,
+                                   admit=None if admit is None else join, on_tokens=on_tokens)
         finally:
             _set_attn(model, None)
             if was_training:

@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from verity.errors import ContextLengthError
 from verity.serve import protocol as P
-from verity.serve.batcher import Batcher, QueueFull
+from verity.serve.batcher import Batcher, KVTooLarge, QueueFull
 from verity.serve.render import (
     SSE_DONE,
     active_tools,
@@ -37,6 +37,7 @@ from verity.serve.render import (
     text_chunks,
     text_logprobs,
 )
+from verity.serve.streaming import live_events
 from verity.types import Completion, SamplingArgs, check_context
 
 log = logging.getLogger(__name__)
@@ -61,9 +62,11 @@ class _State:
 
 
 def create_app(sampler: Any, served_model_name: str, api_key: str | None = None, max_batch_size: int = 32,
-               max_queue: int = 256, default_max_tokens: int = 512, batch_wait_s: float = 0.1) -> FastAPI:
+               max_queue: int = 256, default_max_tokens: int = 512, batch_wait_s: float = 0.1,
+               max_kv_tokens: int | None = None) -> FastAPI:
     """App serving ``sampler`` (an :class:`~verity.rollout.hf_sampler.HFSampler`) as ``served_model_name``."""
-    batcher = Batcher(sampler, max_batch_size=max_batch_size, max_queue=max_queue, batch_wait_s=batch_wait_s)
+    batcher = Batcher(sampler, max_batch_size=max_batch_size, max_queue=max_queue, batch_wait_s=batch_wait_s,
+                      max_kv_tokens=max_kv_tokens)
     st = _State(sampler, served_model_name, api_key, batcher, default_max_tokens)
 
     @contextlib.asynccontextmanager
@@ -188,15 +191,23 @@ def _sampling_args(st: _State, req: Any, prompts: Sequence[Sequence[int]], max_t
                         seed=req.seed, top_logprobs=top_logprobs)
 
 
-async def _generate(st: _State, prompts: list[list[int]], args: SamplingArgs) -> list[Completion]:
+def _enqueue(st: _State, prompts: list[list[int]], args: SamplingArgs, stream: bool = False) -> Any:
+    """Queue a generation job; 400 when it asks too much (sequences, KV memory), 429 when the queue is full."""
     if len(prompts) > P.MAX_SEQUENCES:
         raise P.APIError(400, f"this request asks for {len(prompts)} sequences (prompts × n); the limit is "
                               f"{P.MAX_SEQUENCES}", param="n")
     try:
-        return await st.batcher.submit(prompts, args)
+        return st.batcher.enqueue(prompts, args, stream=stream)
     except QueueFull as e:
         raise P.APIError(429, f"The server is busy ({e}); retry shortly", type="requests",
                          code="rate_limit_exceeded", headers={"Retry-After": "1"}) from None
+    except KVTooLarge as e:
+        raise P.APIError(400, f"{e}; reduce n, the prompt or max_tokens", param="max_tokens",
+                         code="kv_cache_exceeded") from None
+
+
+async def _generate(st: _State, prompts: list[list[int]], args: SamplingArgs) -> list[Completion]:
+    return await _enqueue(st, prompts, args).future  # a cancelled request cancels the job
 
 
 def _usage(prompt_tokens: int, outs: Sequence[Completion]) -> dict[str, int]:
@@ -252,6 +263,9 @@ def _add_routes(app: FastAPI, st: _State) -> None:
         if req.top_logprobs is not None and not req.logprobs:
             raise P.APIError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
         args = _sampling_args(st, req, [ids], max_tokens, "messages", top_logprobs=req.top_logprobs or 0)
+        if req.stream and tools is None and st.batcher.continuous:  # tokens sent as they are generated
+            job = _enqueue(st, [ids] * req.n, args, stream=True)
+            return StreamingResponse(_live_chat(st, job, req, len(ids)), media_type="text/event-stream")
         outs = await _generate(st, [ids] * req.n, args)
         choices = [_chat_choice(st, i, c, tools is not None, bool(req.logprobs)) for i, c in enumerate(outs)]
         body = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
@@ -274,6 +288,10 @@ def _add_routes(app: FastAPI, st: _State) -> None:
             raise P.APIError(400, "echo is not supported by this server", param="echo")
         prompts = [encode_prompt(st.sampler.tokenizer, p, st.vocab_size) for p in items]  # type: ignore[arg-type]
         args = _sampling_args(st, req, prompts, req.max_tokens, "prompt", top_logprobs=req.logprobs or 0)
+        if req.stream and st.batcher.continuous:
+            job = _enqueue(st, [p for p in prompts for _ in range(req.n)], args, stream=True)
+            return StreamingResponse(_live_text(st, job, req, sum(len(p) for p in prompts)),
+                                     media_type="text/event-stream")
         outs = await _generate(st, [p for p in prompts for _ in range(req.n)], args)
         tok = st.sampler.tokenizer
         choices = [{"index": i, "text": c.text, "finish_reason": "length" if c.finish_reason == "length" else "stop",
@@ -321,3 +339,55 @@ async def _text_events(body: dict[str, Any], include_usage: bool) -> AsyncIterat
     if include_usage:
         yield sse({**base, "choices": [], "usage": body["usage"]})
     yield SSE_DONE
+
+
+def _live_chat(st: _State, job: Any, req: Any, prompt_tokens: int) -> AsyncIterator[str]:
+    """``chat.completion.chunk`` events sent while the choices are generated."""
+    base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk", "created": int(time.time()),
+            "model": st.name, "system_fingerprint": None}
+    tok = st.sampler.tokenizer
+
+    def event(i: int, delta: dict[str, Any], finish: str | None = None, logprobs: Any = None) -> str:
+        return sse({**base, "choices": [{"index": i, "delta": delta, "finish_reason": finish, "logprobs": logprobs}]})
+
+    def chunk(i: int, text: str | None, c: Completion | None) -> str:
+        out = event(i, {"content": text}) if text else ""
+        if c is not None:
+            out += event(i, {}, "length" if c.finish_reason == "length" else "stop",
+                         chat_logprobs(tok, c) if req.logprobs else None)
+        return out
+
+    return _with_head([event(i, {"role": "assistant", "content": ""}) for i in range(req.n)],
+                      live_events(st.batcher, job, tok, req.n, chunk, _usage_event(base, prompt_tokens, req)))
+
+
+def _live_text(st: _State, job: Any, req: Any, prompt_tokens: int) -> AsyncIterator[str]:
+    """``text_completion`` events sent while the choices are generated."""
+    base = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
+            "model": st.name}
+    tok = st.sampler.tokenizer
+
+    def chunk(i: int, text: str | None, c: Completion | None) -> str:
+        out = sse({**base, "choices": [{"index": i, "text": text, "finish_reason": None, "logprobs": None}]}) \
+            if text else ""
+        if c is not None:
+            out += sse({**base, "choices": [{"index": i, "text": "", "logprobs": None if req.logprobs is None else
+                                             text_logprobs(tok, c),
+                                             "finish_reason": "length" if c.finish_reason == "length" else "stop"}]})
+        return out
+
+    n = len(job.prompts)
+    return live_events(st.batcher, job, tok, n, chunk, _usage_event(base, prompt_tokens, req))
+
+
+def _usage_event(base: dict[str, Any], prompt_tokens: int, req: Any) -> Any:
+    if not (req.stream_options and req.stream_options.include_usage):
+        return None
+    return lambda outs: sse({**base, "choices": [], "usage": _usage(prompt_tokens, outs)})
+
+
+async def _with_head(head: list[str], rest: AsyncIterator[str]) -> AsyncIterator[str]:
+    for line in head:
+        yield line
+    async for line in rest:
+        yield line

@@ -10,6 +10,10 @@ so a seeded request gets the same completions whichever requests share its batch
 is bounded: more than ``max_queue`` unfinished requests raises :class:`QueueFull` (the server
 answers 429), so load never piles up.
 
+With a sampler that supports it (``generate_continuous``), requests also join a running batch
+between decode steps and streamed requests get their tokens as they are generated
+(:mod:`verity.serve.continuous`); ``max_kv_tokens`` bounds the KV cache a batch may hold.
+
 Stop strings are applied per request after generation (the sampler cuts at them after the
 fact anyway), and ``top_logprobs`` are computed for the largest k in the batch and cut per
 request, so neither splits batches. The worker is the only caller of the sampler.
@@ -36,11 +40,23 @@ class QueueFull(Exception):
     """The batcher holds ``max_queue`` unfinished requests already."""
 
 
+class KVTooLarge(Exception):
+    """A request whose KV cache alone exceeds the server's KV budget (it could never run)."""
+
+
 @dataclasses.dataclass
 class _Job:
     prompts: list[list[int]]
     args: SamplingArgs
     future: asyncio.Future
+    #: Token events for a streaming request: ("tokens", [(index, token id), ...]), ("done", completions)
+    #: or ("error", exception); None when the request is not streamed.
+    events: asyncio.Queue | None = None
+
+    @property
+    def kv_tokens(self) -> int:
+        """KV-cache positions the request holds at most: sequences × (longest prompt + max_tokens)."""
+        return len(self.prompts) * (max(len(p) for p in self.prompts) + self.args.max_tokens)
 
     @property
     def key(self) -> tuple[Any, ...]:
@@ -55,6 +71,26 @@ class _Job:
         return [row_seed(base, i) for i in range(len(self.prompts))]
 
 
+def kv_bytes_per_token(model: Any) -> int:
+    """Bytes of KV cache one position takes: 2 (K, V) × layers × KV heads × head dim × element size."""
+    cfg = model.config
+    heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    elem = next(model.parameters()).element_size()
+    return 2 * cfg.num_hidden_layers * heads * head_dim * elem
+
+
+def auto_kv_tokens(model: Any, fraction: float = 0.9) -> int | None:
+    """KV positions that fit in ``fraction`` of the accelerator's free memory; None (no limit) on a CPU."""
+    dev = next(model.parameters()).device
+    if dev.type != "cuda":
+        return None
+    import torch
+
+    free, _ = torch.cuda.mem_get_info(dev)
+    return max(1, int(free * fraction) // kv_bytes_per_token(model))
+
+
 def row_seed(seed: int, index: int) -> int:
     """The generator seed of sequence ``index`` of a request with ``seed`` (any int, also negative)."""
     return (seed * 1_000_003 + index) % (2**63)
@@ -63,10 +99,15 @@ def row_seed(seed: int, index: int) -> int:
 class Batcher:
     """Groups concurrent generation requests into batches for one local sampler."""
 
-    def __init__(self, sampler: Any, max_batch_size: int = 32, max_queue: int = 256, batch_wait_s: float = 0.1):
+    def __init__(self, sampler: Any, max_batch_size: int = 32, max_queue: int = 256, batch_wait_s: float = 0.1,
+                 max_kv_tokens: int | None = None):
         if max_batch_size < 1 or max_queue < 1:
             raise ValueError("max_batch_size and max_queue must be >= 1")
         self.sampler = sampler
+        #: KV-cache positions a batch may hold (None: no limit); see :attr:`_Job.kv_tokens`.
+        self.max_kv_tokens = max_kv_tokens
+        #: Whether batches take new requests between decode steps (the sampler supports it).
+        self.continuous = callable(getattr(sampler, "generate_continuous", None))
         self.max_batch_size = max_batch_size
         self.max_queue = max_queue
         self.batch_wait_s = batch_wait_s
@@ -98,19 +139,41 @@ class Batcher:
 
     # ------------------------------------------------------------ requests
     async def submit(self, prompts: Sequence[Sequence[int]], args: SamplingArgs) -> list[Completion]:
-        """One completion per prompt, generated in a shared batch. Raises :class:`QueueFull`."""
+        """One completion per prompt, generated in a shared batch. Raises :class:`QueueFull`, :class:`KVTooLarge`."""
+        return await self.enqueue(prompts, args).future  # a cancelled caller cancels the future: the job is skipped
+
+    def enqueue(self, prompts: Sequence[Sequence[int]], args: SamplingArgs, stream: bool = False) -> _Job:
+        """Queue a request; with ``stream``, its tokens arrive on ``job.events`` as they are generated
+        (read them with :meth:`events`). Raises :class:`QueueFull` or :class:`KVTooLarge` at once."""
         if self._task is None or self._task.done():
             raise RuntimeError("batcher is not running")
+        job = _Job([list(p) for p in prompts], args, asyncio.get_running_loop().create_future(),
+                   asyncio.Queue() if stream else None)
+        if self.max_kv_tokens is not None and job.kv_tokens > self.max_kv_tokens:
+            raise KVTooLarge(f"this request needs {job.kv_tokens} KV-cache positions ({len(job.prompts)} sequences × "
+                             f"(prompt + max_tokens)); the server holds at most {self.max_kv_tokens}")
         if self.unfinished >= self.max_queue:
             raise QueueFull(f"{self.unfinished} requests are waiting (limit {self.max_queue})")
-        fut: asyncio.Future = asyncio.get_running_loop().create_future()
         try:
-            self._queue.put_nowait(_Job([list(p) for p in prompts], args, fut))
+            self._queue.put_nowait(job)
         except asyncio.QueueFull:
             raise QueueFull(f"queue is full (limit {self.max_queue})") from None
         self.unfinished += 1
-        fut.add_done_callback(self._finished)
-        return await fut  # a cancelled caller cancels the future; the worker then skips the job
+        job.future.add_done_callback(self._finished)
+        return job
+
+    async def events(self, job: _Job) -> Any:
+        """The events of a streamed job (see :class:`_Job`), ending with "done" or "error"."""
+        assert job.events is not None
+        try:
+            while True:
+                kind, payload = await job.events.get()
+                yield kind, payload
+                if kind != "tokens":
+                    return
+        finally:
+            if not job.future.done():  # the client went away: drop the job's results
+                job.future.cancel()
 
     def _finished(self, _: asyncio.Future) -> None:
         self.unfinished -= 1
@@ -133,6 +196,8 @@ class Batcher:
             except Exception as e:  # keep serving; the requests in this batch get a 500
                 log.exception("generation failed")
                 for job in batch:
+                    if job.events is not None:
+                        job.events.put_nowait(("error", e))
                     if not job.future.done():
                         job.future.set_exception(e)
 
@@ -158,13 +223,16 @@ class Batcher:
         batch, size, key = [first], len(first.prompts), first.key
         skipped: collections.deque[_Job] = collections.deque()
 
+        kv = first.kv_tokens
+
         def take(job: _Job) -> None:
-            nonlocal size
+            nonlocal size, kv
             if job.future.done():
                 return
-            if job.key == key and size + len(job.prompts) <= self.max_batch_size:
+            if job.key == key and size + len(job.prompts) <= self.max_batch_size and self._kv_fits(kv + job.kv_tokens):
                 batch.append(job)
                 size += len(job.prompts)
+                kv += job.kv_tokens
             else:
                 skipped.append(job)
 
@@ -176,7 +244,14 @@ class Batcher:
         self._pending = skipped
         return batch
 
+    def _kv_fits(self, tokens: int) -> bool:
+        return self.max_kv_tokens is None or tokens <= self.max_kv_tokens
+
     async def _generate(self, batch: list[_Job]) -> None:
+        if self.continuous:
+            from verity.serve.continuous import run_continuous
+
+            return await run_continuous(self, batch)
         prompts = [p for job in batch for p in job.prompts]
         args = batch[0].args.replace(stop=(), seed=None, top_logprobs=max(job.args.top_logprobs for job in batch))
         seeds = None if args.temperature <= 0 else [s for job in batch for s in job.row_seeds()]
@@ -189,10 +264,16 @@ class Batcher:
         self.stats["sequences"] += len(prompts)
         self.stats["requests"] += len(batch)
         self.stats["largest_batch"] = max(self.stats["largest_batch"], len(prompts))
+        self._resolve(batch, outs)
+
+    def _resolve(self, batch: list[_Job], outs: Sequence[Completion]) -> None:
+        """Give each job its completions (in batch order), cut to its own stop strings and top log-probs."""
         i = 0
         for job in batch:
             res = [self._trim(c, job.args) for c in outs[i:i + len(job.prompts)]]
             i += len(job.prompts)
+            if job.events is not None:
+                job.events.put_nowait(("done", res))
             if not job.future.done():
                 job.future.set_result(res)
 
