@@ -53,6 +53,9 @@ class GRPOBench:
     group_size: int = 8
     lr: float = 1e-4
     heads: int = 4
+    kv_heads: int | None = None  # None: = heads
+    intermediate: int | None = None  # None: 4 × hidden
+    model_vocab: int | None = None  # None: the tokenizer's 512 (see build_tokenizer)
 
     @property
     def groups(self) -> int:
@@ -65,6 +68,12 @@ class GRPOBench:
 CONFIGS = {
     "small": GRPOBench("small", hidden=256, layers=4, completions=64, max_tokens=64),
     "medium": GRPOBench("medium", hidden=512, layers=8, completions=32, max_tokens=64),
+}
+#: Real-size shapes for a GPU (not in ``--config all``): Qwen2.5-0.5B's published config (hidden 896,
+#: 24 layers, 14 heads / 2 KV heads, MLP 4864, vocabulary 151,936, tied embeddings), random weights.
+GPU_CONFIGS = {
+    "qwen2.5-0.5b": GRPOBench("qwen2.5-0.5b", hidden=896, layers=24, completions=64, max_tokens=128, heads=14,
+                              kv_heads=2, intermediate=4864, model_vocab=151936),
 }
 
 
@@ -114,15 +123,18 @@ def build_tokenizer(words: Sequence[str], vocab_size: int = VOCAB_SIZE, texts: S
 
 
 def build_model(tokenizer: Any, model_vocab: int, hidden: int, layers: int, heads: int = 4, seed: int = 0,
-                max_positions: int = 512) -> Any:
-    """Random-init Qwen2 (MLP 4×hidden, tied embeddings), fp32 weights, EOS = the never-sampled id."""
+                max_positions: int = 512, kv_heads: int | None = None, intermediate: int | None = None) -> Any:
+    """Random-init Qwen2 (MLP 4×hidden unless given, tied embeddings), fp32 weights, EOS = the never-sampled
+    id (when ``model_vocab`` is larger than the tokenizer, as for real-size shapes, the tokenizer's EOS is
+    inside the vocabulary and can be sampled, rarely: the completion-length column shows it)."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(seed)
     cfg = Qwen2Config(
-        vocab_size=model_vocab, hidden_size=hidden, intermediate_size=4 * hidden, num_hidden_layers=layers,
-        num_attention_heads=heads, num_key_value_heads=heads, max_position_embeddings=max_positions,
+        vocab_size=model_vocab, hidden_size=hidden, intermediate_size=intermediate or 4 * hidden,
+        num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads or heads,
+        max_position_embeddings=max_positions,
         tie_word_embeddings=True, bos_token_id=None, eos_token_id=None,  # set on generation_config below
         pad_token_id=tokenizer.pad_token_id,
     )

@@ -9,8 +9,15 @@ setting runs in its own subprocess, so peak RSS is per tool; each does warm-up s
 
     python -m benchmarks.grpo_vs_trl [--config small|medium|all] [--steps N] [--json]
 
-``speedup`` = best TRL s/step (fp32 or bf16) ÷ verity s/step. Smoke test (seconds, not a
-measurement): ``--config small --steps 1 --hidden 64 --layers 1 --completions 16 --max-tokens 8``.
+``speedup`` = best TRL s/step (fp32 or bf16) ÷ verity s/step. Each config also gets the step's
+physical floor (:mod:`benchmarks.floor`, measured in its own process on the same device) and each
+tool's step as a multiple of it, and the MFU of each tool's training phase (6·N·T ÷ train time ÷ the
+measured bf16 peak). Smoke test (seconds, not a measurement):
+``--config small --steps 1 --hidden 64 --layers 1 --completions 16 --max-tokens 8``.
+
+GPU figures (``--device cuda``, defaults to the ``qwen2.5-0.5b`` shape and TRL in bf16 only)::
+
+    python -m benchmarks.grpo_vs_trl --device cuda --steps 3 --json
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from typing import Any
 
 from benchmarks.common import (
     CONFIGS,
+    GPU_CONFIGS,
     GRPOBench,
     build_model,
     build_tokenizer,
@@ -39,6 +47,7 @@ from benchmarks.common import (
     run_child,
     vowel_fraction,
 )
+from benchmarks.floor import child_floor, kv_bytes_per_pos, step_floor
 from verity.utils import peak_rss_mb
 
 TOOLS = ("verity", "trl-fp32", "trl-bf16")
@@ -61,14 +70,21 @@ def verity_env(words: list[str]) -> Any:
     return env
 
 
-def verity_trainer(cfg: GRPOBench, total_steps: int, dtype: str = "auto") -> tuple[Any, Any]:
+def bench_model(cfg: GRPOBench, device: str = "cpu") -> tuple[Any, Any]:
+    """(tokenizer, model) of ``cfg`` on ``device``: the same for every tool."""
+    tok, model_vocab = build_tokenizer(make_words())
+    model = build_model(tok, cfg.model_vocab or model_vocab, cfg.hidden, cfg.layers, cfg.heads,
+                        kv_heads=cfg.kv_heads, intermediate=cfg.intermediate)
+    return tok, model.to(device)
+
+
+def verity_trainer(cfg: GRPOBench, total_steps: int, dtype: str = "auto", device: str = "cpu") -> tuple[Any, Any]:
     """An :class:`RLTrainer` for ``cfg`` (full fine-tune, like TRL); returns (trainer, model)."""
     from verity.train.config import RLConfig
     from verity.train.rl import RLTrainer
 
     words = make_words()
-    tok, model_vocab = build_tokenizer(words)
-    model = build_model(tok, model_vocab, cfg.hidden, cfg.layers, cfg.heads)
+    tok, model = bench_model(cfg, device)
     rl = RLConfig(env="bench-reverse", lora_rank=0, group_size=cfg.group_size, groups_per_batch=cfg.groups,
                   lr=cfg.lr, max_tokens=cfg.max_tokens, temperature=1.0, top_p=1.0, kl_beta=0.0,
                   num_iterations=1, micro_batch_size=cfg.completions, steps=total_steps, seed=0,
@@ -108,14 +124,16 @@ def time_verity(trainer: Any, warmup: int, steps: int) -> list[dict[str, Any]]:
     return records
 
 
-def child_verity(cfg: GRPOBench, warmup: int, steps: int) -> dict[str, Any]:
-    trainer, model = verity_trainer(cfg, warmup + steps)
+def child_verity(cfg: GRPOBench, warmup: int, steps: int, device: str = "cpu") -> dict[str, Any]:
+    trainer, model = verity_trainer(cfg, warmup + steps, device=device)
     recs = time_verity(trainer, warmup, steps)
     dtype = trainer.learner.autocast_dtype
     out = summarize(recs, gen_key="generate", rollout_keys=("generate", "score"))
     out.update(setting=f"default (autocast {str(dtype).replace('torch.', '') if dtype else 'fp32'})",
                params=num_params(model), frac_zero_std=median([r["frac_zero_std"] for r in recs]),
-               train_tokens_per_step=median([r["train_tokens"] for r in recs]))
+               train_tokens_per_step=median([r["train_tokens"] for r in recs]),
+               train_s=median([r["train"] for r in recs]),
+               prompt_len_mean=median([(r["train_tokens"] / cfg.completions) - r["completion_len"] for r in recs]))
     return out
 
 
@@ -130,7 +148,8 @@ def timed(fn: Callable[..., Any], sink: list[float]) -> Callable[..., Any]:
     return wrapper
 
 
-def trl_trainer(cfg: GRPOBench, total_steps: int, bf16: bool, sinks: dict[str, list[float]]) -> Any:
+def trl_trainer(cfg: GRPOBench, total_steps: int, bf16: bool, sinks: dict[str, list[float]],
+                device: str = "cpu") -> Any:
     """TRL's GRPOTrainer on the same model/prompts/reward; ``sinks`` collect per-step timings."""
     from datasets import Dataset
     from transformers import TrainerCallback
@@ -144,8 +163,7 @@ def trl_trainer(cfg: GRPOBench, total_steps: int, bf16: bool, sinks: dict[str, l
             sinks["ends"].append(time.perf_counter())
 
     words = make_words()
-    tok, model_vocab = build_tokenizer(words)
-    model = build_model(tok, model_vocab, cfg.hidden, cfg.layers, cfg.heads)
+    tok, model = bench_model(cfg, device)
     model.generate = timed(model.generate, sinks["generate"])  # instance attribute: what TRL calls
     ds = Dataset.from_dict({"prompt": [[{"role": "user", "content": prompt_text(w)}] for w in words]})
 
@@ -156,7 +174,7 @@ def trl_trainer(cfg: GRPOBench, total_steps: int, bf16: bool, sinks: dict[str, l
         output_dir=tempfile.mkdtemp(prefix="trl-bench-"), per_device_train_batch_size=cfg.completions,
         gradient_accumulation_steps=1, num_generations=cfg.group_size, max_completion_length=cfg.max_tokens,
         temperature=1.0, top_p=1.0, beta=0.0, num_iterations=1, loss_type="grpo", learning_rate=cfg.lr,
-        lr_scheduler_type="constant", warmup_steps=0, max_steps=total_steps, bf16=bf16, use_cpu=True,
+        lr_scheduler_type="constant", warmup_steps=0, max_steps=total_steps, bf16=bf16, use_cpu=device == "cpu",
         report_to=[], logging_steps=1, save_strategy="no", seed=0, dataloader_num_workers=0,
         disable_tqdm=True, log_completions=False,
     )
@@ -166,9 +184,9 @@ def trl_trainer(cfg: GRPOBench, total_steps: int, bf16: bool, sinks: dict[str, l
     return trainer, model
 
 
-def child_trl(cfg: GRPOBench, warmup: int, steps: int, bf16: bool) -> dict[str, Any]:
+def child_trl(cfg: GRPOBench, warmup: int, steps: int, bf16: bool, device: str = "cpu") -> dict[str, Any]:
     sinks: dict[str, list[float]] = {"ends": [], "generate": [], "rollout": []}
-    trainer, model = trl_trainer(cfg, warmup + steps, bf16, sinks)
+    trainer, model = trl_trainer(cfg, warmup + steps, bf16, sinks, device)
     trainer.train()
     ends = sinks["ends"]
     walls = [b - a for a, b in zip(ends, ends[1:], strict=False)]
@@ -182,7 +200,8 @@ def child_trl(cfg: GRPOBench, warmup: int, steps: int, bf16: bool) -> dict[str, 
                      "frac_zero_std": float(lg.get("frac_reward_zero_std", float("nan")))})
     out = summarize(recs, gen_key="generate", rollout_keys=("rollout",))
     out.update(setting="bf16" if bf16 else "fp32", params=num_params(model),
-               frac_zero_std=median([r["frac_zero_std"] for r in recs]))
+               frac_zero_std=median([r["frac_zero_std"] for r in recs]),
+               train_s=median([r["wall"] - r["rollout"] for r in recs]))
     return out
 
 
@@ -198,18 +217,28 @@ def summarize(recs: list[dict[str, Any]], gen_key: str, rollout_keys: tuple[str,
         "completion_len_mean": median([r["completion_len"] for r in recs]),
         "gen_frac": sum(r[gen_key] for r in recs) / total,
         "train_frac": (total - rollout) / total,
-        "peak_rss_mb": peak_rss_mb(), "timed_steps": len(recs),
+        "peak_rss_mb": peak_rss_mb(), "timed_steps": len(recs), "peak_gpu_mb": _peak_gpu_mb(),
     }
 
 
+def _peak_gpu_mb() -> float | None:
+    import torch
+
+    return torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+
+
 def child_main(a: argparse.Namespace) -> None:
-    cfg = GRPOBench("custom", a.hidden, a.layers, a.completions, a.max_tokens, a.group_size, a.lr)
+    if a.child == "floor":
+        emit(child_floor(a.device))
+        return
+    cfg = GRPOBench("custom", a.hidden, a.layers, a.completions, a.max_tokens, a.group_size, a.lr, a.heads or 4,
+                    a.kv_heads, a.intermediate, a.model_vocab)
     with tempfile.TemporaryDirectory(prefix="grpo-bench-") as root:
         tempfile.tempdir = root  # the trainers' output dirs; removed when the child ends
         if a.child == "verity":
-            out = child_verity(cfg, a.warmup, a.steps)
+            out = child_verity(cfg, a.warmup, a.steps, a.device)
         else:
-            out = child_trl(cfg, a.warmup, a.steps, bf16=a.bf16)
+            out = child_trl(cfg, a.warmup, a.steps, bf16=a.bf16, device=a.device)
         tempfile.tempdir = None
     emit(out)
 
@@ -218,9 +247,11 @@ def resolve_configs(a: argparse.Namespace) -> list[GRPOBench]:
     names = list(CONFIGS) if a.config == "all" else [a.config]
     out = []
     for n in names:
-        c = CONFIGS[n]
+        c = {**CONFIGS, **GPU_CONFIGS}[n]
         out.append(GRPOBench(c.name, a.hidden or c.hidden, a.layers or c.layers, a.completions or c.completions,
-                             a.max_tokens or c.max_tokens, c.group_size, c.lr, c.heads))
+                             a.max_tokens or c.max_tokens, c.group_size, c.lr, a.heads or c.heads,
+                             a.kv_heads or c.kv_heads, a.intermediate or c.intermediate,
+                             a.model_vocab or c.model_vocab))
     return out
 
 
@@ -231,7 +262,10 @@ def run_config(cfg: GRPOBench, a: argparse.Namespace) -> dict[str, Any]:
         args = ["--child", "verity" if tool == "verity" else "trl", "--hidden", str(cfg.hidden),
                 "--layers", str(cfg.layers), "--completions", str(cfg.completions),
                 "--max-tokens", str(cfg.max_tokens), "--group-size", str(cfg.group_size), "--lr", str(cfg.lr),
-                "--steps", str(a.steps), "--warmup", str(a.warmup)] + (["--bf16"] if tool == "trl-bf16" else [])
+                "--steps", str(a.steps), "--warmup", str(a.warmup), "--device", a.device, "--heads", str(cfg.heads)]
+        args += [f for flag, v in (("--kv-heads", cfg.kv_heads), ("--intermediate", cfg.intermediate),
+                                   ("--model-vocab", cfg.model_vocab)) if v for f in (flag, str(v))]
+        args += ["--bf16"] if tool == "trl-bf16" else []
         if not a.json:
             print(f"[{cfg.name}] running {tool} ...", file=sys.stderr, flush=True)
         runs[tool] = run_child("benchmarks.grpo_vs_trl", args, timeout=a.timeout)
@@ -242,11 +276,32 @@ def run_config(cfg: GRPOBench, a: argparse.Namespace) -> dict[str, Any]:
                            "verity_s_per_step": v.get("s_per_step"), "verity_peak_rss_mb": v.get("peak_rss_mb"),
                            "trl_setting": best, "trl_s_per_step": trl_ok[best]["s_per_step"] if best else None,
                            "trl_peak_rss_mb": trl_ok[best]["peak_rss_mb"] if best else None}
+    if v.get("s_per_step") and not a.no_floor:
+        out.update(floor_report(cfg, runs, a))
     if best and v.get("s_per_step"):
         out["speedup"] = out["trl_s_per_step"] / v["s_per_step"]
         out["ratio_verity_over_trl"] = v["s_per_step"] / out["trl_s_per_step"]
         out["verity_tokens_per_s"] = v["completion_tokens_per_s"]
         out["trl_tokens_per_s"] = trl_ok[best]["completion_tokens_per_s"]
+    return out
+
+
+def floor_report(cfg: GRPOBench, runs: dict[str, Any], a: argparse.Namespace) -> dict[str, Any]:
+    """The step's physical floor on this device, each tool's step ÷ floor, and each tool's training MFU."""
+    hw = run_child("benchmarks.grpo_vs_trl", ["--child", "floor", "--device", a.device], timeout=a.timeout)
+    if "error" in hw:
+        return {"floor": hw}
+    v = runs["verity"]
+    fl = step_floor(v["params"], v["train_tokens_per_step"], cfg.completions, v["prompt_len_mean"], cfg.max_tokens,
+                    kv_bytes_per_pos(cfg.hidden, cfg.layers, cfg.heads, cfg.kv_heads), hw["peak_bf16_gflops"],
+                    hw["bandwidth_gbs"])
+    out: dict[str, Any] = {"floor": {**hw, **fl}}
+    flops = 6 * v["params"] * v["train_tokens_per_step"]
+    for r in runs.values():
+        if "s_per_step" in r:
+            r["over_floor"] = r["s_per_step"] / fl["floor_s"]
+            r["mfu_train"] = flops / r["train_s"] / (hw["peak_bf16_gflops"] * 1e9) if r.get("train_s") else None
+    out["verity_over_floor"] = v["over_floor"]
     return out
 
 
@@ -265,6 +320,13 @@ def print_report(results: dict[str, Any]) -> None:
                          r["frac_zero_std"], (vs / r["s_per_step"]) if vs else None])
     print_table(headers, rows)
     for name, res in results["configs"].items():
+        fl = res.get("floor", {})
+        if "floor_s" in fl:
+            print(f"{name}: floor {fl['floor_s']:.3g} s/step (training {fl['train_s']:.3g} s at "
+                  f"{fl['peak_bf16_gflops']:.0f} GFLOP/s bf16 + decode {fl['decode_s']:.3g} s at "
+                  f"{fl['bandwidth_gbs']:.0f} GB/s); verity {res['verity_over_floor']:.2f}x the floor; "
+                  + ", ".join(f"{t} MFU(train) {r['mfu_train']:.1%}" for t, r in res["runs"].items()
+                              if r.get("mfu_train") is not None))
         if res.get("speedup"):
             print(f"{name}: verity {res['verity_s_per_step']:.2f} s/step vs TRL ({res['trl_setting']}) "
                   f"{res['trl_s_per_step']:.2f} s/step -> speedup {res['speedup']:.2f}x")
@@ -272,19 +334,28 @@ def print_report(results: dict[str, Any]) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.grpo_vs_trl", description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", choices=[*CONFIGS, "all"], default="all")
+    p.add_argument("--config", choices=[*CONFIGS, *GPU_CONFIGS, "all"], default=None,
+                   help="default: all on a CPU, qwen2.5-0.5b with --device cuda")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where both tools run")
+    p.add_argument("--no-floor", action="store_true", help="skip measuring the physical floor")
     p.add_argument("--steps", type=int, default=5, help="timed steps per tool (after the warm-up)")
     p.add_argument("--warmup", type=int, default=1, help="untimed warm-up steps")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    p.add_argument("--tools", default=",".join(TOOLS), help="comma list of " + ", ".join(TOOLS))
+    p.add_argument("--tools", default=None, help="comma list of " + ", ".join(TOOLS) +
+                   " (default: all on a CPU; verity,trl-bf16 with --device cuda)")
     p.add_argument("--timeout", type=float, default=3600.0, help=argparse.SUPPRESS)
     # hidden: shape overrides for smoke tests, and the child protocol
-    for flag in ("--hidden", "--layers", "--completions", "--max-tokens", "--group-size"):
+    for flag in ("--hidden", "--layers", "--completions", "--max-tokens", "--group-size", "--heads", "--kv-heads",
+                 "--intermediate", "--model-vocab"):
         p.add_argument(flag, type=int, default=None if flag != "--group-size" else 8, help=argparse.SUPPRESS)
     p.add_argument("--lr", type=float, default=1e-4, help=argparse.SUPPRESS)
-    p.add_argument("--child", choices=("verity", "trl"), help=argparse.SUPPRESS)
+    p.add_argument("--child", choices=("verity", "trl", "floor"), help=argparse.SUPPRESS)
     p.add_argument("--bf16", action="store_true", help=argparse.SUPPRESS)
-    return p.parse_args(argv)
+    a = p.parse_args(argv)
+    gpu = a.device == "cuda"
+    a.config = a.config or ("qwen2.5-0.5b" if gpu else "all")
+    a.tools = a.tools or ("verity,trl-bf16" if gpu else ",".join(TOOLS))
+    return a
 
 
 def main(argv: list[str] | None = None) -> int:

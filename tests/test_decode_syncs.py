@@ -101,6 +101,27 @@ def test_no_host_sync_between_checks(tiny_model_dir, counted, kind):
     assert sum(len(v) for v in checks.values()) <= T // K
 
 
+def test_accelerator_attention_path_has_no_sync_between_checks(tiny_model_dir, counted, monkeypatch):
+    """The decode attention used off-CPU (SDPA with a mask built without reading its values), run on the CPU:
+    transformers' own SDPA mask would read ``padding_mask.all()`` at every step."""
+    from verity.rollout import hf_sampler
+
+    real = hf_sampler.decode_attention_for
+    monkeypatch.setattr(hf_sampler, "decode_attention_for", lambda model, _dev: real(model, "cuda"))
+    K, T = 8, 24
+    s = _sampler(tiny_model_dir, check_every=K)
+    by_step = _run(s, counted, SamplingArgs(max_tokens=T, temperature=1.0, seed=2))
+    steady = {st: ops for st, ops in by_step.items() if 1 <= st < T - 1 and (st + 1) % K != 0}
+    assert steady == {}, f"host syncs inside the decode loop: {steady}"
+    assert s.model.config._attn_implementation != "verity_sdpa"  # restored after generation
+
+    monkeypatch.setattr(hf_sampler, "decode_attention_for", lambda model, _dev: None)  # transformers' SDPA mask
+    counted.step, counted.by_step = -1, {}
+    args = SamplingArgs(max_tokens=T, temperature=1.0, seed=2)
+    by_step = _run(_sampler(tiny_model_dir, check_every=K), counted, args)
+    assert any(1 <= st < T - 1 and (st + 1) % K != 0 for st in by_step)  # the counter would see that sync
+
+
 def test_counter_sees_syncs(tiny_model_dir, counted):
     """The same run checking the batch every token syncs at every step: the counter is not blind."""
     T = 12

@@ -153,3 +153,15 @@ def save_toy(path: str | Path, arch: str = "qwen3", base: bool = False, seed: in
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+#: Qwen3-architecture layer shapes (config overrides for :func:`tiny_model` / :func:`save_toy`; the
+#: vocabulary stays the toy tokenizer's) used by the GPU check scripts; ``qwen3-tiny`` for CPU smoke runs.
+QWEN3_SHAPES: dict[str, dict[str, Any]] = {
+    "qwen3-0.6b": dict(hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16,
+                       num_key_value_heads=8, head_dim=128, max_position_embeddings=4096),
+    "qwen3-1.7b": dict(hidden_size=2048, intermediate_size=6144, num_hidden_layers=28, num_attention_heads=16,
+                       num_key_value_heads=8, head_dim=128, max_position_embeddings=4096),
+    "qwen3-tiny": dict(hidden_size=64, intermediate_size=192, num_hidden_layers=2, num_attention_heads=4,
+                       num_key_value_heads=2, head_dim=16, max_position_embeddings=1024),
+}

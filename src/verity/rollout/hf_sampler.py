@@ -205,8 +205,7 @@ class HFSampler:
                     expand = torch.tensor(inverse, device=dev)
                     _select_rows(st["past"], expand)
                     logits, st["attn"], st["pos"] = logits[expand], attn[expand], st["pos"][expand]
-                if dev.type == "cpu":  # for one query token, plain batched matmuls beat SDPA's CPU kernel
-                    _set_attn(model, _decode_attention_name(model))
+                _set_attn(model, decode_attention_for(model, dev.type))
                 _preallocate(st["past"], T)
 
                 def step(tok: Any) -> Any:
@@ -358,6 +357,36 @@ def _decode_attention_name(model: Any) -> str:
     if getattr(base.config, "model_type", None) not in _PLAIN_ATTENTION:
         return "eager"
     return _register_decode_attention()
+
+
+def decode_attention_for(model: Any, device_type: str) -> str | None:
+    """The attention implementation decode steps use (None: the model's own).
+
+    On a CPU, :func:`_decode_attention` (for one query token, plain batched matmuls beat SDPA's
+    CPU kernel). Elsewhere SDPA with an additive mask built without looking at its values:
+    transformers' SDPA mask reads ``padding_mask.all()`` on the host at every forward (to skip the
+    mask when nothing is padded), a device sync per decode token.
+    """
+    if device_type == "cpu":
+        return _decode_attention_name(model)
+    base = getattr(model, "get_base_model", lambda: model)()
+    if getattr(base.config, "model_type", None) not in _PLAIN_ATTENTION:
+        return None
+    return _register_sdpa_no_sync()
+
+
+@functools.cache
+def _register_sdpa_no_sync() -> str:
+    name = "verity_sdpa"
+    try:
+        from transformers import AttentionInterface
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+        from transformers.masking_utils import AttentionMaskInterface, eager_mask
+    except ImportError:  # older transformers: the model's own attention
+        return "sdpa"
+    AttentionInterface.register(name, sdpa_attention_forward)
+    AttentionMaskInterface.register(name, eager_mask)
+    return name
 
 
 @functools.cache
