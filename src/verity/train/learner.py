@@ -84,19 +84,11 @@ def shared_prefix_index(ids: torch.Tensor, attn: torch.Tensor, C: int,
 
 
 @contextlib.contextmanager
-def recomputed_mlps(model: Any) -> Iterator[int]:
-    """Within the block, every module named ``mlp`` (the feed-forward block of each decoder layer
-    in Qwen2/Llama-style models) keeps only its input for backward and recomputes its forward
-    there (``torch.utils.checkpoint``); yields how many it wrapped.
-
-    The MLP's intermediate activations ([tokens, intermediate] several times per layer) are
-    the largest part of a training step's memory on small models; recomputing them costs one
-    more MLP forward per step and gives the same gradient bits (same kernels on the same
-    inputs, under the same autocast state).
-    """
+def _recomputed(mods: list[Any]) -> Iterator[int]:
+    """Within the block, each module in ``mods`` keeps only its inputs for backward and recomputes
+    its forward there (``torch.utils.checkpoint``, non-reentrant); yields how many it wrapped."""
     from torch.utils.checkpoint import checkpoint
 
-    mods = [m for name, m in model.named_modules() if name.rsplit(".", 1)[-1] == "mlp"]
     own = [m.__dict__.get("forward") for m in mods]  # an instance-level forward (hooks) to restore
     for m in mods:
         m.forward = functools.partial(checkpoint, m.forward, use_reentrant=False)
@@ -108,6 +100,42 @@ def recomputed_mlps(model: Any) -> Iterator[int]:
                 del m.forward
             else:
                 m.forward = f
+
+
+def recomputed_mlps(model: Any) -> contextlib.AbstractContextManager[int]:
+    """Within the block, every module named ``mlp`` (the feed-forward block of each decoder layer
+    in Qwen2/Llama-style models) keeps only its input for backward and recomputes its forward
+    there (``torch.utils.checkpoint``); yields how many it wrapped.
+
+    The MLP's intermediate activations ([tokens, intermediate] several times per layer) are
+    the largest part of a training step's memory on small models; recomputing them costs one
+    more MLP forward per step and gives the same gradient bits (same kernels on the same
+    inputs, under the same autocast state).
+    """
+    return _recomputed([m for name, m in model.named_modules() if name.rsplit(".", 1)[-1] == "mlp"])
+
+
+def decoder_layers(model: Any) -> list[Any]:
+    """The decoder layers of a Hugging Face causal LM (``….layers.<i>``), LoRA-wrapped or not."""
+    out = []
+    for name, m in model.named_modules():
+        parts = name.rsplit(".", 2)
+        if len(parts) >= 2 and parts[-2] == "layers" and parts[-1].isdigit():
+            out.append(m)
+    return out
+
+
+def checkpointed_layers(model: Any) -> contextlib.AbstractContextManager[int]:
+    """Gradient checkpointing: within the block each decoder layer keeps only its input hidden
+    state ([tokens, hidden]) for backward and recomputes its whole forward there; yields how many
+    layers it wrapped.
+
+    Activation memory drops from every layer's intermediates to one [tokens, hidden] tensor per
+    layer, for one more forward per step. The recomputation runs the same kernels on the same
+    inputs, so the gradients are the same (``tests/test_checkpointing.py`` compares them). A layer
+    that writes a KV cache would write it twice, so the shared-prompt forward is not used under it.
+    """
+    return _recomputed(decoder_layers(model))
 
 
 class LocalLearner:
@@ -129,46 +157,60 @@ class LocalLearner:
         self.recompute_mlp = True
         """Recompute each decoder layer's MLP in backward instead of keeping its activations
         (see :func:`recomputed_mlps`)."""
+        self.gradient_checkpointing = False
+        """Recompute each whole decoder layer in backward (:func:`checkpointed_layers`); it covers
+        the MLP recomputation, and the shared-prompt forward is not used under it."""
 
     def autocast(self) -> Any:
         if self.autocast_dtype is None or self.autocast_dtype == torch.float32:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
-    def completion_logprobs(self, batch: Batch, with_entropy: bool = False,
-                            disable_adapter: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Log-probs of the completion tokens, [B, C] (and entropy [B, C] if asked)."""
+    def completion_logprobs(self, batch: Batch, with_entropy: bool = False, disable_adapter: bool = False,
+                            share: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Log-probs of the completion tokens, [B, C] (and entropy [B, C] if asked).
+
+        The model's logits are the only [B, C, V] tensor: log-probs and entropies are computed
+        from them in chunks (:mod:`verity.algos.logprobs`), piece by piece when the shared-prompt
+        forward returns them in two pieces, and only the [B, C] results are concatenated.
+        """
         C = batch.loss_mask.shape[1]
         ids = batch.input_ids.to(self.device)
         attn = batch.attention_mask.to(self.device)
         pos = (attn.cumsum(-1) - 1).clamp(min=0)
         ctx = self.model.disable_adapter() if disable_adapter else contextlib.nullcontext()
         with ctx, self.autocast():
-            shared = shared_prefix_index(ids, attn, C) if self.share_prefixes else None
-            logits = None
+            shared = shared_prefix_index(ids, attn, C) if self.share_prefixes and share else None
+            pieces = None
             if shared is not None:
                 try:
-                    logits = self._shared_prefix_logits(ids, attn, pos, C, *shared)
+                    pieces = self._shared_prefix_logits(ids, attn, pos, C, *shared)
                 except (AttributeError, NotImplementedError, TypeError) as e:  # a cache type without row gather
                     self.share_prefixes = False
                     warnings.warn(f"shared-prompt forward unavailable for this model ({e}); using per-row forward",
                                   stacklevel=2)
-            if logits is None:
+            if pieces is None:
                 # logits for positions P-1 .. P+C-2 predict completion tokens 0 .. C-1
                 out = self.model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=False,
                                  logits_to_keep=C + 1)
-                logits = out.logits[:, :-1]  # [B, C, V]
+                pieces = [out.logits[:, :-1]]  # [B, C, V], a view
         target = ids[:, -C:]  # [B, C]
-        lp = selective_log_softmax(logits, target)  # [B, C] float32
-        ent = None
-        if with_entropy:
-            with torch.no_grad():
-                ent = entropy_from_logits(logits.detach(), chunk_size=8)
+        lps, ents, start = [], [], 0
+        for logits in pieces:
+            c = logits.shape[1]
+            lps.append(selective_log_softmax(logits, target[:, start:start + c]))  # [B, c] float32
+            if with_entropy:
+                with torch.no_grad():
+                    ents.append(entropy_from_logits(logits.detach(), chunk_size=8))
+            start += c
+        lp = lps[0] if len(lps) == 1 else torch.cat(lps, dim=1)
+        ent = None if not ents else ents[0] if len(ents) == 1 else torch.cat(ents, dim=1)
         return lp, ent
 
     def _shared_prefix_logits(self, ids: torch.Tensor, attn: torch.Tensor, pos: torch.Tensor, C: int,
-                              first: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
-        """Completion logits [B, C, V] with each distinct prompt run once (GRPO groups share theirs).
+                              first: torch.Tensor, inverse: torch.Tensor) -> list[torch.Tensor]:
+        """Completion logits with each distinct prompt run once (GRPO groups share theirs), in two
+        pieces: [B, 1, V] for completion token 0 and [B, C - 1, V] for the rest.
 
         The prompt's KV cache is built with grad for the U distinct prompts, gathered to the B
         rows, and the completions attend to it: the gradient through the shared keys/values sums
@@ -182,13 +224,22 @@ class LocalLearner:
         out = self.model(input_ids=ids[:, P:], attention_mask=attn, position_ids=pos[:, P:],
                          past_key_values=cache, use_cache=True, logits_to_keep=C)
         # the last prompt position predicts completion token 0; completion positions 0..C-2 the rest
-        return torch.cat([pre.logits[inverse], out.logits[:, :-1]], dim=1)  # [B, C, V]
+        return [pre.logits[inverse], out.logits[:, :-1]]
+
+    def recompute(self, mlp: bool | None = None) -> contextlib.AbstractContextManager[Any]:
+        """What a forward with grad runs under: every decoder layer recomputed under gradient
+        checkpointing, else the MLPs when ``mlp`` (default :attr:`recompute_mlp`), else nothing."""
+        if self.gradient_checkpointing:
+            return checkpointed_layers(self.model)
+        if self.recompute_mlp if mlp is None else mlp:
+            return recomputed_mlps(self.model)
+        return contextlib.nullcontext()
 
     def forward_backward(self, batch: Batch, loss_fn: LossFn, scale: float = 1.0) -> dict[str, float]:
         """Accumulate gradients of ``scale × loss_fn(logprobs, batch)``; returns detached metrics."""
         self.model.train()
-        with recomputed_mlps(self.model) if self.recompute_mlp else contextlib.nullcontext():
-            lp, ent = self.completion_logprobs(batch, with_entropy=True)
+        with self.recompute():
+            lp, ent = self.completion_logprobs(batch, with_entropy=True, share=not self.gradient_checkpointing)
         loss, metrics = loss_fn(lp, batch)
         (loss * scale).backward()
         mask = batch.loss_mask.to(lp.device)

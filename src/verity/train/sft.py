@@ -74,6 +74,10 @@ class SFTTrainer:
     def micro_loss(self, units: list[Any]) -> tuple[torch.Tensor, int]:
         """Summed NLL over loss tokens of a micro-batch, and the token count."""
         dev = self.learner.device
+        with self.learner.recompute(mlp=False):  # layers recomputed under gradient checkpointing
+            return self._micro_loss(units, dev)
+
+    def _micro_loss(self, units: list[Any], dev: Any) -> tuple[torch.Tensor, int]:
         if self.cfg.packing:
             t = packed_tensors(units, self.pad_id)
             with self.learner.autocast():
@@ -83,7 +87,7 @@ class SFTTrainer:
             mask = t["loss_mask"][:, 1:].to(dev)
         else:
             batch = pad_batch(units, self.pad_id)
-            lp, _ = self.learner.completion_logprobs(batch)  # [B, C]
+            lp, _ = self.learner.completion_logprobs(batch, share=not self.learner.gradient_checkpointing)
             mask = batch.loss_mask.to(dev)
         n = int(mask.sum())
         return sft_loss(lp, mask) * n, n
