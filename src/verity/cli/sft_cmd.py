@@ -18,6 +18,11 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace, argv: list[str]) -> int:
     cfg = build_config(SFTConfig, args, argv)
     cfg.validate()
+    if cfg.dry_run:
+        from verity.train.dryrun import dry_run_sft
+
+        print("\n".join(dry_run_sft(cfg)))
+        return 0
     from verity.envs.registry import load_env_for
     from verity.train.sft_data import load_sft_rows, rows_from_env
     from verity.utils import default_out_dir

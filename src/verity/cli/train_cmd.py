@@ -24,6 +24,11 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
 
     env = load_env_for(cfg.env, cfg.env_args)
     env.require_rubric()
+    if cfg.dry_run:
+        from verity.train.dryrun import dry_run_rl
+
+        print("\n".join(dry_run_rl(cfg, env)))
+        return 0
     if cfg.output_dir is None:
         cfg.output_dir = default_out_dir("runs", cfg.env, cfg.model)
     from verity.train.rl import RLTrainer

@@ -13,6 +13,22 @@ from verity.types import TrainDType, check_sampling
 
 #: Learning-rate schedule after warm-up (see :func:`verity.train.learner.lr_lambda`).
 LRSchedule = Literal["cosine", "constant", "wsd"]
+#: Gradient checkpointing: auto = on where it pays (see :func:`verity.train.memory.wants_checkpointing`).
+Checkpointing = Literal["auto", "on", "off"]
+
+
+def auto_or_int(value: int | str, name: str) -> int | str:
+    """``"auto"`` or a positive integer (a digit string from the command line becomes an int);
+    anything else is a one-line error naming ``--name``."""
+    if value == "auto":
+        return value
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"--{name.replace('_', '-')} {value}: expected a positive integer or auto") from None
+    if n <= 0:
+        raise ConfigError(f"--{name.replace('_', '-')} {value}: must be > 0 (or auto)")
+    return n
 
 
 @dataclass
@@ -33,6 +49,12 @@ class RunFlags:
     """Compute dtype (auto = bf16 autocast where the hardware is fast at it; weights stay fp32)."""
     config: str | None = flag("--config", default=None)
     """TOML file with any of these fields; flags given on the command line win."""
+    gradient_checkpointing: Checkpointing = flag("--gradient-checkpointing", default="auto")
+    """Recompute each decoder layer in backward instead of keeping its activations (auto = on for
+    CUDA devices, and where the micro-batch would not fit without it)."""
+    dry_run: bool = flag("--dry-run", default=False)
+    """Print the memory plan for this model and these settings (read from the model's config.json;
+    no weights are loaded) and exit."""
 
     def validate_run(self) -> None:
         """Checks every training run shares (the subclasses' ``validate`` call it)."""
@@ -87,8 +109,12 @@ class RLConfig(RunFlags):
     """Weight of the k3 KL penalty to the reference policy (0 = off)."""
     mask_truncated: bool = flag("--mask-truncated", default=False)
     """Exclude completions that hit max_tokens from the loss (DAPO overlong filtering)."""
-    micro_batch_size: int = flag("--micro-batch-size", default=64)
-    """Sequences per forward/backward (gradient accumulation over the batch)."""
+    micro_batch_size: int | str = flag("--micro-batch-size", default="auto")
+    """Sequences per forward/backward (gradient accumulation over the batch); auto = the largest
+    that fits the device's free memory, at most 64."""
+    max_decode_batch: int | str = flag("--max-decode-batch", default="auto")
+    """Sequences the sampler decodes at once (its KV cache holds only these); auto = as many of the
+    batch as fit the device's free memory."""
     weight_decay: float = flag("--weight-decay", default=0.0)
     """AdamW weight decay."""
     warmup_steps: int = flag("--warmup-steps", default=0)
@@ -114,7 +140,9 @@ class RLConfig(RunFlags):
                        names={k: f"--{k.replace('_', '-')}" for k in ("max_tokens", "temperature", "top_p")})
         if self.temperature == 0:
             raise ConfigError("--temperature 0: RL samples from the policy; greedy decoding gives nothing to train on")
-        for name in ("lr", "max_tokens", "steps", "num_iterations", "micro_batch_size"):
+        self.micro_batch_size = auto_or_int(self.micro_batch_size, "micro_batch_size")
+        self.max_decode_batch = auto_or_int(self.max_decode_batch, "max_decode_batch")
+        for name in ("lr", "max_tokens", "steps", "num_iterations"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be > 0")
         if self.lora_rank < 0:
@@ -147,8 +175,8 @@ class SFTConfig(RunFlags):
     """AdamW peak learning rate (cosine decay to 10% after warm-up)."""
     batch_size: int = flag("--batch-size", default=32)
     """Sequences (or packed rows) per optimiser step."""
-    micro_batch_size: int = flag("--micro-batch-size", default=32)
-    """Sequences per forward/backward."""
+    micro_batch_size: int | str = flag("--micro-batch-size", default="auto")
+    """Sequences per forward/backward; auto = the largest that fits the device's free memory, at most 32."""
     max_length: int = flag("--max-length", default=1024)
     """Truncate (or pack) sequences to this many tokens."""
     lora_rank: int = flag("--lora-rank", default=0)
@@ -178,7 +206,8 @@ class SFTConfig(RunFlags):
         check_choices(self)
         if not self.data and not self.from_env:
             raise ConfigError("give a DATA file/hub id or --from-env ENV")
-        for name in ("lr", "batch_size", "micro_batch_size", "max_length", "epochs"):
+        self.micro_batch_size = auto_or_int(self.micro_batch_size, "micro_batch_size")
+        for name in ("lr", "batch_size", "max_length", "epochs"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be > 0")
         if self.lora_rank < 0:

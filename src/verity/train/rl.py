@@ -24,6 +24,7 @@ from verity.errors import ConfigError
 from verity.train.batching import epoch_order, make_batch, split_batch
 from verity.train.checkpoint import resume_step, save_checkpoint
 from verity.train.config import RLConfig
+from verity.train.memory import MemorySettings
 from verity.train.metrics import MetricsLog, ProgressLine, write_manifest
 from verity.train.rundir import locked_run, preflight
 from verity.types import Batch, Example, Group, Rollout, SamplingArgs
@@ -95,8 +96,21 @@ class RLTrainer:
         self.sampler = TimedSampler(HFSampler(self.model, self.tokenizer, batch_size=config.batch_size,
                                               name=str(model if isinstance(model, str) else "model"),
                                               autocast_dtype=amp))
+        self.memory = self._memory_settings(dev, amp)
+        self.learner.gradient_checkpointing = self.memory.checkpointing
+        self.sampler.batch_size = self.sampler.inner.batch_size = self.memory.decode_batch
         self.ref_model = self._reference_model() if config.kl_beta > 0 else None
         self.step = 0
+
+    def _memory_settings(self, device: str, amp: Any) -> MemorySettings:
+        """``auto`` micro-batch, decode batch and checkpointing from the memory plan of this model
+        (its config) and the environment's longest prompt among the first 64."""
+        from verity.train.dryrun import prompt_tokens, rl_settings
+        from verity.train.memory import ModelShape
+
+        shape = ModelShape.from_config(self.model.config.to_dict())
+        plen = prompt_tokens([ex.prompt for ex in self.train_examples], self.sampler.render)
+        return rl_settings(self.cfg, shape, device, amp, plen)
 
     def _load_model(self, model: Any) -> tuple[Any, Any]:
         if isinstance(model, tuple):
@@ -155,7 +169,7 @@ class RLTrainer:
         """``num_iterations`` passes of micro-batched forward/backward + one optimiser step each."""
         cfg = self.cfg
         batch = make_batch(rollouts, advantages, self.tokenizer.pad_token_id, cfg.mask_truncated)
-        micro = split_batch(batch, cfg.micro_batch_size)
+        micro = split_batch(batch, self.memory.micro_batch)
         if cfg.num_iterations > 1:  # the learner's log-probs before any update: the ratio's denominator
             with torch.no_grad():
                 micro = [_with_old(mb, self.learner.completion_logprobs(mb)[0]) for mb in micro]

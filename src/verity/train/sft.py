@@ -21,7 +21,7 @@ from verity.algos.losses import sft_loss
 from verity.errors import ConfigError
 from verity.train.batching import epoch_order
 from verity.train.checkpoint import resume_step, save_checkpoint, save_merged
-from verity.train.config import SFTConfig
+from verity.train.config import SFTConfig, auto_or_int
 from verity.train.metrics import MetricsLog, ProgressLine, write_manifest
 from verity.train.rundir import locked_run, preflight
 from verity.train.sft_data import pack, packed_tensors, pad_batch, tokenize_conversation
@@ -39,6 +39,7 @@ class SFTTrainer:
         from verity.train.learner import LocalLearner, add_lora
 
         config.validate_run()
+        config.micro_batch_size = auto_or_int(config.micro_batch_size, "micro_batch_size")
         self.cfg = config
         if isinstance(model, str):
             config.model = model
@@ -61,6 +62,12 @@ class SFTTrainer:
                                     config.warmup_steps, self.total_steps, config.lr_schedule,
                                     autocast_dtype=pick_dtype(config.dtype, dev), decay_steps=config.decay_steps)
         self.pad_id = self.tokenizer.pad_token_id
+        from verity.train.dryrun import sft_settings
+        from verity.train.memory import ModelShape
+
+        self.memory = sft_settings(config, ModelShape.from_config(self.model.config.to_dict()), dev,
+                                   self.learner.autocast_dtype)
+        self.learner.gradient_checkpointing = self.memory.checkpointing
 
     def step_units(self, step: int) -> list[Any]:
         """The data of ``step``, a pure function of (seed, step) so that resume is exact."""
@@ -96,7 +103,8 @@ class SFTTrainer:
         t0 = time.perf_counter()
         self.model.train()
         units = self.step_units(step)
-        mbs = [units[i:i + self.cfg.micro_batch_size] for i in range(0, len(units), self.cfg.micro_batch_size)]
+        k = self.memory.micro_batch
+        mbs = [units[i:i + k] for i in range(0, len(units), k)]
         total = sum(sum(sum(e.loss_mask) for e in (u if isinstance(u, list) else [u])) for u in units)
         loss_sum = 0.0
         for mb in mbs:
