@@ -230,26 +230,31 @@ def memory_budget(device: str) -> int:
     return _available_ram() + _rss()
 
 
-def _available_ram() -> int:
+def _proc_bytes(path: str, key: str) -> int:
+    """A ``key: N kB`` line of a /proc file in bytes (0 where /proc is not there)."""
     try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    import psutil
-
-    return int(psutil.virtual_memory().available)
-
-
-def _rss() -> int:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(key):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass
     return 0
+
+
+def _available_ram() -> int:
+    avail = _proc_bytes("/proc/meminfo", "MemAvailable:")
+    if avail:
+        return avail
+    try:
+        import psutil
+    except ImportError:
+        raise ConfigError("cannot read the free memory here (no /proc/meminfo, no psutil): "
+                          "set VERITY_MEMORY_BUDGET_MB or give --micro-batch-size N") from None
+    return int(psutil.virtual_memory().available)
+
+
+def _rss() -> int:
+    return _proc_bytes("/proc/self/status", "VmRSS:")
 
 
 def pick_micro_batch(shape: ModelShape, budget: int, ceiling: int, **settings: Any) -> int:
