@@ -54,3 +54,28 @@ def test_load_test_streams_cpu_smoke(tmp_path: Path) -> None:
 
 def test_gpu_check_script_parses() -> None:
     subprocess.run(["bash", "-n", str(REPO / "scripts" / "gpu_check.sh")], check=True)
+
+
+def test_gpu_recipe_check_small_on_cpu(tmp_path: Path) -> None:
+    """scripts/gpu_recipe_check.py --device cpu --small: 2 RL steps, save, resume for a 3rd, the plan, JSON."""
+    out = tmp_path / "recipe.json"
+    r = _run("scripts/gpu_recipe_check.py", "--device", "cpu", "--small", "--out", str(out),
+             "--run-dir", str(tmp_path / "run"))
+    res = json.loads(out.read_text())
+    assert [s["step"] for s in res["steps"]] == [1, 2, 3] and res["resumed_steps"] == [3] and res["resume_ok"]
+    assert res["trained_every_step"]  # every step had groups with a signal: the training step ran
+    assert res["auto"]["micro_batch"] >= 1 and res["auto"]["decode_batch"] >= 1
+    assert res["plan_gib"]["total"] > 0 and res["peak_gpu_gib"] is None  # no GPU here
+    assert set(res["s_per_step"]) == {"generate", "score", "train"}
+    assert (tmp_path / "run" / "checkpoints").is_dir()
+    assert "memory plan" in r.stdout and "activations" in r.stdout
+
+
+def test_gpu_recipe_check_without_cuda_is_a_one_line_error(tmp_path: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    p = subprocess.run([sys.executable, "scripts/gpu_recipe_check.py", "--out", str(tmp_path / "x.json")], cwd=REPO,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and "no CUDA device" in p.stderr
