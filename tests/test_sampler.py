@@ -177,3 +177,34 @@ def test_decode_fast_path_only_for_plain_attention():
     finally:
         q2.eager_attention_forward = orig
     assert called.get("eager")
+
+
+def test_lora_sampling_copy_is_merged_and_follows_the_adapters(tiny_model_dir):
+    """The bf16 sampling copy of a LoRA model is the plain architecture with W + ΔW: no adapter modules,
+    the LoRA model's logits (bf16 tolerance), and it follows the adapters at every sync."""
+    from verity.train.learner import add_lora
+
+    model, tok = load_model(tiny_model_dir, dtype="fp32", for_training=True)
+    model = add_lora(model, 4)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.5)  # adapters that change the logits
+    s = HFSampler(model, tok, batch_size=8, autocast_dtype=torch.bfloat16)
+    x = torch.tensor([_prompts(s)[0]])
+    shadow = s._sampling_model()
+    assert not any("lora_" in n for n, _ in shadow.named_parameters())
+    assert all(p.dtype == torch.bfloat16 for p in shadow.parameters())
+    with torch.no_grad():
+        ref, base = model(x).logits, None
+        with model.disable_adapter():
+            base = model(x).logits
+        got = shadow(x).logits.float()
+    assert (ref - base).abs().max() > 0.1  # the adapters matter
+    torch.testing.assert_close(got, ref, atol=0.05, rtol=0.02)
+    with torch.no_grad():  # an "optimizer step" that zeroes the adapters: the next sync samples the base model
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.zero_()
+        got = s._sampling_model()(x).logits.float()
+    torch.testing.assert_close(got, base, atol=0.05, rtol=0.02)

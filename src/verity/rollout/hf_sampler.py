@@ -111,23 +111,17 @@ class HFSampler:
         A training model keeps fp32 master weights; sampling it under autocast re-casts every
         weight at every op. Instead the sampler keeps its own bf16 copy and syncs it from the
         learner's weights once per call (in-process "weight sync"; an inference server would
-        receive the same tensors).
+        receive the same tensors). A LoRA model's copy has its adapters merged
+        (:mod:`verity.rollout.weights`).
         """
-        import copy
-
-        import torch
+        from verity.rollout.weights import sampling_copy, sync_copy
 
         params = list(self.model.parameters())
         if self.autocast_dtype is None or params[0].dtype == self.autocast_dtype:
             return self.model
         if getattr(self, "_shadow", None) is None:
-            self._shadow = copy.deepcopy(self.model).eval()
-            for p in self._shadow.parameters():
-                p.requires_grad_(False)
-                p.data = p.data.to(self.autocast_dtype)
-        with torch.no_grad():
-            for dst, src in zip(self._shadow.parameters(), params, strict=False):
-                dst.copy_(src)
+            self._shadow = sampling_copy(self.model, self.autocast_dtype)
+        sync_copy(self._shadow, self.model)
         return self._shadow
 
     def generate_continuous(self, prompt_ids: Sequence[Sequence[int]], args: SamplingArgs,
