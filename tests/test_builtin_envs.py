@@ -12,6 +12,8 @@ import sys
 
 import pytest
 
+from verity.doctor import gold_text
+from verity.envs.registry import BUILTINS as BUILTIN_IDS
 from verity.envs.registry import load_environment
 from verity.serve.launch import ServerProcess
 
@@ -89,8 +91,19 @@ def test_math_fallback_without_math_verify(monkeypatch):
     assert not math_rubric.math_equal("1/2", "0.5")  # plain numbers only without the extra
 
 
-@pytest.mark.parametrize("env_id", BUILTINS)
+@pytest.mark.parametrize("env_id", sorted(BUILTIN_IDS))
 def test_builtins_pickle(env_id):
+    """Every built-in pickles (parallel rollout workers get the environment that way) and the copy
+    has the same rows and scores a completion the same way (multi-turn ones: with a tool message)."""
     env = load_environment(env_id, num_train_examples=4, num_eval_examples=2)
     clone = pickle.loads(pickle.dumps(env))
     assert clone.rubric.func_names == env.rubric.func_names
+    ex, ex2 = env.get_examples("eval")[1], clone.get_examples("eval")[1]
+    assert (ex.prompt, ex.answer, dict(ex.info)) == (ex2.prompt, ex2.answer, dict(ex2.info))
+    final = f"<guess>{ex.answer}</guess>" if env_id == "guess-number" else gold_text(env, ex)
+    completion = [{"role": "tool", "content": ex.answer, "tool_call_id": "c0"},
+                  {"role": "assistant", "content": final}]
+    a, b = (asyncio.run(e.rubric.score(prompt=list(ex.prompt), completion=completion, answer=ex.answer,
+                                       info=ex.info, task=ex.task, state={})) for e in (env, clone))
+    assert a.scores == b.scores and a.errors == b.errors == {}
+    assert a.reward > 0, a.scores

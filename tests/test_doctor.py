@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from verity.doctor import diagnose, exit_code, template_audit
-from verity.envs.registry import load_environment
+from verity.envs.registry import BUILTINS, load_environment
 from verity.types import Rollout
 
 ENVS = str(Path(__file__).parent / "data" / "doctor_envs.py")
@@ -53,10 +53,14 @@ def test_paying_for_an_empty_answer_warns():
     assert exit_code(list(checks.values())) == 0
 
 
-@pytest.mark.parametrize("env_id", ["reverse-text", "arithmetic", "code-tests"])
+@pytest.mark.parametrize("env_id", sorted(BUILTINS))
 def test_builtins_pass_without_warnings(env_id):
+    """All six built-ins, the pickle check included; the tool and multi-turn ones score their
+    reference conversation (with its tool call / guesses) as gold."""
     checks = _checks(env_id)
     assert [c for c in checks.values() if c.status != "pass"] == []
+    if env_id in ("calculator", "guess-number"):  # solved (1.0) with the tool / by guessing, not format alone
+        assert float(checks["gold"].detail.split()[4]) > 1.0, checks["gold"]
 
 
 def test_cli_lines_and_exit_codes():

@@ -264,6 +264,28 @@ def test_trained_sequence_is_exactly_the_sampled_one(tok, template):
         assert audit[1].first_diff is not None and audit[1].rendered_len < audit[1].sampled_len
 
 
+# A template that numbers messages: what follows an assistant turn depends on its position, which the
+# bridge (rendered after a fixed one-message anchor) cannot know -- re-rendering breaks between turns.
+NUMBERING = ("{% for m in messages %}<|{{ m['role'] }} {{ loop.index }}|>\n{{ m['content'] }}<|end|>\n{% endfor %}"
+             "{% if add_generation_prompt %}<|assistant {{ messages | length + 1 }}|>\n{% endif %}")
+
+
+@pytest.mark.parametrize(("template", "status", "says"), [
+    (None, "pass", "all 6 turn boundaries re-render"), (THINK_STRIPPING, "warn", "(sampled)"),
+    (NUMBERING, "fail", "(between turns)")])
+def test_doctor_audits_every_turn_boundary(tok, template, status, says):
+    """`verity doctor -m` on a multi-turn env runs the turn-by-turn audit on its rollouts."""
+    from verity.doctor import diagnose
+
+    if template is not None:
+        tok.chat_template = template
+    sampler = ScriptedSampler(tok, ["<think>maybe 1</think>1", "<think>then 2</think>2"])
+    checks = {c.name: c for c in asyncio.run(diagnose(_guess_env(max_turns=3), sampler, num_examples=2,
+                                                      rollouts=1, sampling_args=SamplingArgs(max_tokens=48)))}
+    assert checks["rollouts"].detail.startswith("2 rollouts")
+    assert checks["template"].status == status and says in checks["template"].detail, checks["template"]
+
+
 def test_single_turn_env_is_the_one_turn_case(tiny_model_dir):
     """The turn loop on a single-turn env gives exactly what one batched sampler call gives."""
     from verity.envs.base import SingleTurnEnv

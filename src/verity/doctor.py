@@ -8,7 +8,9 @@ Without a model it scores probe completions on a few eval examples:
 * **range** -- every function's scores are finite; the observed range per function.
 * **determinism** -- the same completion scored twice gets the same scores.
 * **pickle** -- the environment pickles (parallel workers need that; else they must reload it).
-* **gold** -- the reference answer, in the environment's format, scores above the empty answer.
+* **gold** -- the reference answer, in the environment's format, scores above the empty answer
+  (an environment may define ``reference_completion(example) -> messages``: a whole reference
+  conversation, e.g. with the tool calls a tool environment pays for).
 * **hacking probes** -- empty, whitespace, the prompt echoed, the gold answer with its format
   broken, a very long output, the format alone: a warning when one scores near the top
   (>= ``hack_fraction`` of the gold answer's reward).
@@ -16,7 +18,8 @@ Without a model it scores probe completions on a few eval examples:
 With a sampler (``-m``): ``n`` examples x ``rollouts`` rollouts -- the pass-rate histogram over
 examples, the share of groups whose rollouts all got the same reward (RL learns nothing there)
 and a chat-template audit: rendering the sampled conversation with the model's chat template
-must reproduce the sampled prompt and completion token ids at the turn boundary.
+must reproduce the sampled prompt and completion token ids at the turn boundary -- for
+multi-turn rollouts at every turn boundary (:func:`turn_audit`).
 """
 
 from __future__ import annotations
@@ -26,11 +29,11 @@ import math
 import pickle
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from verity.errors import VerityError
-from verity.types import DoctorCheck, Example, SamplingArgs
+from verity.types import DoctorCheck, Example, Message, SamplingArgs
 
 PROBES = ("empty", "whitespace", "prompt_echo", "gold_broken_format", "very_long", "format_only")
 _MARKUP = re.compile(r"</?[A-Za-z_][\w-]*>|```[\w-]*")
@@ -48,7 +51,7 @@ def gold_text(env: Any, ex: Example) -> str:
     fmt, field = getattr(env.parser, "format", None), getattr(env.parser, "answer_field", None)
     if callable(fmt) and field:
         try:
-            return fmt(**{field: answer})
+            return str(fmt(**{field: answer}))
         except Exception:
             return answer
     return answer
@@ -57,7 +60,11 @@ def gold_text(env: Any, ex: Example) -> str:
 def probe_texts(env: Any, ex: Example) -> dict[str, str]:
     """The reward-hacking probe completions for one example."""
     gold = gold_text(env, ex)
-    user = [m for m in ex.prompt if m.get("role") == "user"]
+    if isinstance(ex.prompt, str):  # completion mode: the prompt is the text
+        echo = ex.prompt
+    else:
+        user = [m for m in ex.prompt if m.get("role") == "user"]
+        echo = str(user[-1].get("content", "")) if user else ""
     broken = _MARKUP.sub("", gold).strip()
     if ex.answer and ex.answer in gold and gold != ex.answer:
         fmt_only = gold.replace(ex.answer, "")
@@ -65,15 +72,24 @@ def probe_texts(env: Any, ex: Example) -> dict[str, str]:
         fmt_only = "\n".join(_MARKUP.findall(gold))
     filler = "The answer is not known. " * 2000
     return {
-        "empty": "", "whitespace": " \n\t \n", "prompt_echo": str(user[-1].get("content", "")) if user else "",
+        "empty": "", "whitespace": " \n\t \n", "prompt_echo": echo,
         "gold_broken_format": broken, "very_long": filler + broken + " " + filler, "format_only": fmt_only,
     }
 
 
-async def _score(env: Any, ex: Example, text: str, timeout_s: float) -> tuple[Any, float]:
+def gold_completion(env: Any, ex: Example) -> str | list[Message]:
+    """The reference completion: the environment's ``reference_completion(example)`` when it has one
+    (a multi-turn or tool environment: the whole conversation, e.g. with its tool calls), else
+    :func:`gold_text` as one assistant message."""
+    ref: Callable[[Example], Sequence[Message]] | None = getattr(env, "reference_completion", None)
+    return list(ref(ex)) if ref is not None else gold_text(env, ex)
+
+
+async def _score(env: Any, ex: Example, text: str | list[Message], timeout_s: float) -> tuple[Any, float]:
     t0 = time.monotonic()
+    completion = text if isinstance(text, list) else [{"role": "assistant", "content": text}]
     s = await asyncio.wait_for(env.rubric.score(
-        prompt=list(ex.prompt), completion=[{"role": "assistant", "content": text}], answer=ex.answer,
+        prompt=list(ex.prompt), completion=completion, answer=ex.answer,
         info=ex.info, task=ex.task, state={}), timeout=timeout_s)
     return s, time.monotonic() - t0
 
@@ -111,7 +127,8 @@ async def _score_probes(env: Any, examples: Sequence[Example], timeout_s: float)
     """Score gold + probes on each example, gold twice (determinism)."""
     jobs = []
     for ex in examples:
-        texts = {"gold": gold_text(env, ex), "gold_again": gold_text(env, ex), **probe_texts(env, ex)}
+        texts: dict[str, str | list[Message]] = {"gold": gold_completion(env, ex),
+                                                 "gold_again": gold_completion(env, ex), **probe_texts(env, ex)}
         texts["very_long_again"] = texts["very_long"]
         jobs += [(ex, kind, text) for kind, text in texts.items()]
     results = await asyncio.gather(*(_score(env, ex, t, timeout_s) for ex, _, t in jobs), return_exceptions=True)
@@ -220,15 +237,64 @@ def template_audit(tokenizer: Any, rollouts: Sequence[Any], eos_ids: Sequence[in
         elif full[len(p):len(p) + len(c)] != c:
             at = next((i for i, (a, b) in enumerate(zip(full[len(p):], c, strict=False)) if a != b), len(c))
             drift.append(f"example {r.example_id}: completion ids differ from token {at}")
+    return _audit_verdict(
+        checked, boundary, drift, empty="no token ids to audit (endpoint or errored rollouts)",
+        fail="{n}/{checked} conversations break at the turn boundary; {first}",
+        warn="turn boundaries reproduced in {checked}/{checked}; the sampled text re-tokenizes to other ids in "
+             "{n}/{checked} ({first})",
+        ok=f"{checked} conversations re-render to the sampled token ids")
+
+
+def _audit_verdict(checked: int, broken: list[str], drift: list[str], empty: str, fail: str, warn: str,
+                   ok: str) -> DoctorCheck:
+    """fail on a broken conversation, warn on drift (or nothing audited), else pass; ``fail``/``warn``
+    are formatted with ``n`` (how many), ``checked`` and ``first`` (the first one's note)."""
     if not checked:
-        return _check("template", "warn", "no token ids to audit (endpoint or errored rollouts)")
-    if boundary:
-        return _check("template", "fail", f"{len(boundary)}/{checked} conversations break at the turn boundary; "
-                                          f"{boundary[0]}")
-    if drift:
-        return _check("template", "warn", f"turn boundaries reproduced in {checked}/{checked}; the sampled text "
-                                          f"re-tokenizes to other ids in {len(drift)}/{checked} ({drift[0]})")
-    return _check("template", "pass", f"{checked} conversations re-render to the sampled token ids")
+        return _check("template", "warn", empty)
+    for status, notes, text in (("fail", broken, fail), ("warn", drift, warn)):
+        if notes:
+            return _check("template", status, text.format(n=len(notes), checked=checked, first=notes[0]))
+    return _check("template", "pass", ok)
+
+
+def _diff_region(r: Any, position: int) -> str:
+    """Where in the context ``prompt_ids + completion_ids`` a position lies: the prompt, tokens the
+    model sampled, or tokens the environment and the chat template put between turns."""
+    if position < len(r.prompt_ids):
+        return "prompt"
+    j = position - len(r.prompt_ids)
+    return "sampled" if j < len(r.completion_mask) and r.completion_mask[j] == 1 else "between turns"
+
+
+def turn_audit(tokenizer: Any, rollouts: Sequence[Any], tools: Sequence[Mapping[str, Any]] | None = None,
+               ) -> DoctorCheck:
+    """Multi-turn rollouts: re-render each conversation at every turn boundary
+    (:func:`verity.rollout.tokens.audit_rollout`) and compare with the ids the model saw there.
+    A difference in the prompt or in the tokens between turns (environment messages, template
+    markup) fails; one inside sampled text (it re-tokenizes to other ids, or the template rewrites
+    earlier turns, e.g. drops ``<think>`` blocks) is a warning: verity trains on the sampled ids,
+    a trainer that re-renders would not."""
+    from verity.rollout.tokens import audit_rollout
+
+    broken, drift, checked, boundaries = [], [], 0, 0
+    for r in rollouts:
+        if r.error or not r.turns or not r.prompt_ids or isinstance(r.prompt, str) or isinstance(r.completion, str):
+            continue
+        checked += 1
+        for a in audit_rollout(tokenizer, r, tools):
+            boundaries += 1
+            if a.matches or a.first_diff is None:
+                continue
+            where = _diff_region(r, a.first_diff)
+            note = f"example {r.example_id} turn {a.turn}: differs at token {a.first_diff} ({where})"
+            (drift if where == "sampled" else broken).append(note)
+            break
+    return _audit_verdict(
+        checked, broken, drift, empty="no multi-turn token ids to audit (endpoint or errored rollouts)",
+        fail="{n}/{checked} multi-turn conversations re-render to other ids than the model saw; {first}",
+        warn="in {n}/{checked} multi-turn conversations earlier sampled text re-renders to other ids ({first}); "
+             "verity trains on the sampled ids",
+        ok=f"{checked} multi-turn conversations: all {boundaries} turn boundaries re-render to the ids the model saw")
 
 
 async def check_rollouts(env: Any, sampler: Any, examples: Sequence[Example], rollouts: int,
@@ -239,7 +305,7 @@ async def check_rollouts(env: Any, sampler: Any, examples: Sequence[Example], ro
     by_ex: dict[int, list[float]] = {}
     for r in rs:
         by_ex.setdefault(r.example_id, []).append(float(r.reward))
-    golds = {ex.id: (await _score(env, ex, gold_text(env, ex), 60.0))[0].reward for ex in examples}
+    golds = {ex.id: (await _score(env, ex, gold_completion(env, ex), 60.0))[0].reward for ex in examples}
     rates = [sum(v >= golds[i] - 1e-9 for v in vs) / len(vs) for i, vs in by_ex.items()]
     flat = sum(1 for vs in by_ex.values() if max(vs) - min(vs) < 1e-9)
     mean = sum(r.reward for r in rs) / max(len(rs), 1)
@@ -253,6 +319,8 @@ async def check_rollouts(env: Any, sampler: Any, examples: Sequence[Example], ro
     tok = getattr(sampler, "tokenizer", None)
     if tok is None:
         checks.append(_check("template", "warn", "sampler has no tokenizer (endpoint): chat template not audited"))
+    elif any(len(r.turns) > 1 for r in rs):
+        checks.append(turn_audit(tok, rs, getattr(env, "oai_tools", None) or None))
     else:
         checks.append(template_audit(tok, rs, getattr(sampler, "eos_ids", ())))
     return checks

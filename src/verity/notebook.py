@@ -100,13 +100,14 @@ class LiveTraining:
     curves, redrawn in place every ``plot_every`` steps (and at the last step)."""
 
     def __init__(self, total_steps: int, plot_every: int = 5):
-        from IPython.display import HTML, display
+        from IPython.display import HTML, DisplayHandle
 
         self.total, self.plot_every = total_steps, max(1, plot_every)
         self.rows: list[dict[str, Any]] = []
         self.t0 = time.time()
-        self._bar = display(HTML(progress_html(0, total_steps, 0.0, {})), display_id=True)
-        self._plot = display(HTML("<i>the reward curve appears after the first steps</i>"), display_id=True)
+        self._bar, self._plot = DisplayHandle(), DisplayHandle()
+        self._bar.display(HTML(progress_html(0, total_steps, 0.0, {})))
+        self._plot.display(HTML("<i>the reward curve appears after the first steps</i>"))
 
     def __call__(self, metrics: dict[str, Any]) -> None:
         from IPython.display import HTML, Image

@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
+from typing_extensions import Required  # typing.Required from Python 3.11; typing_extensions comes with torch
+
 if TYPE_CHECKING:
     import torch
 
@@ -26,9 +28,9 @@ ZERO_STD_TOL = 1e-8
 
 
 class Message(TypedDict, total=False):
-    """One OpenAI-style chat message."""
+    """One OpenAI-style chat message (every message has a role; the other keys depend on it)."""
 
-    role: str
+    role: Required[str]
     content: str
     tool_calls: list[dict[str, Any]]
     tool_call_id: str

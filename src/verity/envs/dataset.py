@@ -75,11 +75,12 @@ def examples_from_dataset(
     out: list[Example] = []
     for i, row in enumerate(rows):
         where = f"dataset '{name}', row {i}"
+        prompt: tuple[Message, ...] | str
         if message_type == "completion":
             prompt = _text_prompt(row, where)
         elif "prompt" in cols and row.get("prompt") is not None:
             prompt = _check_messages(row["prompt"], f"{where}, column 'prompt'")
-            if system_prompt and prompt[0]["role"] != "system":
+            if system_prompt and prompt[0].get("role") != "system":
                 prompt = (head[0], *prompt)
         else:
             q = row.get("question")

@@ -13,10 +13,14 @@ import copy
 import json
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from verity.errors import ConfigValueError
 from verity.types import GenerateOutputs
+
+if TYPE_CHECKING:
+    from verity.rubrics.rubric import Rubric
+    from verity.types import Message
 
 
 def _columns(inputs: Any) -> dict[str, list[Any]]:
@@ -55,6 +59,24 @@ async def _limited(sem: asyncio.Semaphore | None, coro: Any) -> Any:
 
 class GenerateMixin:
     """``generate``/``a_generate``/``generate_sync`` for :class:`~verity.envs.base.Environment`."""
+
+    # What the mixin uses of Environment (set in Environment.__init__ / defined there).
+    rubric: Rubric
+    env_id: str
+    env_args: dict[str, Any]
+    sampling_args: dict[str, Any]
+
+    if TYPE_CHECKING:
+        async def init_completion(self) -> list[Message] | str: ...
+
+        async def init_state(self, prompt: Any, completion: Any, answer: str, task: str, info: Mapping[str, Any],
+                             example_id: int, **kwargs: Any) -> dict[str, Any]: ...
+
+        async def rollout(self, client: Any, model: str, prompt: Any, completion: Any = None, answer: str = "",
+                          state: dict[str, Any] | None = None, task: str = "default",
+                          info: Mapping[str, Any] | None = None, example_id: int = 0,
+                          sampling_args: Mapping[str, Any] | None = None,
+                          **kwargs: Any) -> tuple[Any, dict[str, Any]]: ...
 
     async def generate(self, inputs: Any, client: Any, model: str, sampling_args: Mapping[str, Any] | None = None,
                        num_examples: int | None = None, rollouts_per_example: int | None = None,

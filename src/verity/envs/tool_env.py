@@ -114,11 +114,16 @@ def _call_parts(call: Any) -> tuple[str, Any, str]:
     return str(getattr(fn, "name", "")), getattr(fn, "arguments", "{}"), str(getattr(call, "id", "") or "")
 
 
+def format_tool_error(e: Exception) -> str:
+    """The tool message for a tool that raised (a module-level function: the environment pickles)."""
+    return f"Error: {type(e).__name__}: {e}"
+
+
 class ToolEnv(MultiTurnEnv):
     """The model calls ``tools`` (Python callables) until it answers without a call."""
 
     def __init__(self, tools: Sequence[Callable[..., Any]] | None = None, max_turns: int = 10,
-                 error_formatter: Callable[[Exception], str] = lambda e: f"Error: {type(e).__name__}: {e}",
+                 error_formatter: Callable[[Exception], str] = format_tool_error,
                  tool_timeout: float = 10.0, max_tool_output: int = 4000, **kwargs: Any):
         kwargs.pop("oai_tools", None)  # derived from ``tools`` here
         if tool_timeout <= 0:

@@ -28,13 +28,13 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from verity.models.chat import parse_tool_calls
 from verity.types import Completion, Example, Message, Rollout, SamplingArgs, StopReason, Turn
 
 if TYPE_CHECKING:
-    from verity.rollout.sampler import Sampler
+    from verity.rollout.sampler import Sampler, TokenSampler
 
 TURN_CAP = 100
 """Turn limit for environments that set ``max_turns <= 0`` (0.1.x's "unbounded")."""
@@ -93,7 +93,7 @@ class Track:
 def new_state(ex: Example, idx: int) -> dict[str, Any]:
     """The per-rollout ``state`` dict (0.1.x keys plus ``rollout_idx`` and ``stop_reason``)."""
     text = isinstance(ex.prompt, str)  # completion mode: a plain-text prompt, a text completion
-    prompt = ex.prompt if text else [dict(m) for m in ex.prompt]
+    prompt = ex.prompt if isinstance(ex.prompt, str) else [dict(m) for m in ex.prompt]
     return {"prompt": prompt, "completion": "" if text else [], "answer": ex.answer, "task": ex.task,
             "info": dict(ex.info), "example_id": ex.id, "rollout_idx": idx, "responses": [], "turn": 0,
             "timing": {"generation_ms": 0.0, "scoring_ms": 0.0, "total_ms": 0.0}, "stop_reason": None}
@@ -137,7 +137,8 @@ def _hook_error(name: str, e: BaseException, timeout: float | None) -> str:
     return f"{name} raised {type(e).__name__}: {e}"
 
 
-def token_mode(sampler: Any) -> bool:
+def token_mode(sampler: Any) -> TypeGuard[TokenSampler]:
+    """Whether ``sampler`` samples from token ids (a local model): then rollouts carry token ids."""
     return callable(getattr(sampler, "generate_ids", None)) and getattr(sampler, "tokenizer", None) is not None
 
 
@@ -166,8 +167,8 @@ class TurnRunner:
         limit = int(getattr(env, "max_turns", 1) or 0)
         self.max_turns = limit if limit > 0 else TURN_CAP
         self.timeout = getattr(env, "env_timeout", None)
-        self.tokens = token_mode(sampler)
-        self.window = context_window(sampler) if self.tokens else None
+        self.local: TokenSampler | None = sampler if token_mode(sampler) else None
+        self.window = context_window(sampler) if self.local is not None else None
 
     async def run(self, jobs: Sequence[tuple[Example, int]]) -> list[Rollout]:
         """Generate and score the rollouts of ``jobs`` (their final states stay in ``self.tracks``)."""
@@ -202,10 +203,10 @@ class TurnRunner:
             except Exception as e:
                 t.end("error", _hook_error("setup_state", e, self.timeout))
                 return
-        if self.tokens:
+        if self.local is not None:
             from verity.models.chat import render
 
-            tok = self.sampler.tokenizer
+            tok = self.local.tokenizer
             t.prompt_ids = list(tok(t.state["prompt"], add_special_tokens=False)["input_ids"]) if t.text_mode \
                 else render(tok, t.state["prompt"], self.tools)
             t.context = list(t.prompt_ids)
@@ -238,12 +239,12 @@ class TurnRunner:
 
     # ---- one turn ----------------------------------------------------------------------------
     async def _generate(self, live: list[Track], args: SamplingArgs) -> list[Completion]:
-        if self.tokens:  # one batched call per turn budget (one call unless the window is near)
-            out: dict[int, Completion] = {}
+        if self.local is not None:  # one batched call per turn budget (one call unless the window is near)
+            local, out = self.local, dict[int, Completion]()
             for budget in sorted({t.budget for t in live}, reverse=True):
                 group = [i for i, t in enumerate(live) if t.budget == budget]
                 a = args if budget == args.max_tokens else args.replace(max_tokens=budget)
-                done = await asyncio.to_thread(self.sampler.generate_ids, [live[i].context for i in group], a)
+                done = await asyncio.to_thread(local.generate_ids, [live[i].context for i in group], a)
                 out.update(zip(group, done, strict=True))
             return [out[i] for i in range(len(live))]
         prompts = [t.conversation() for t in live]
@@ -304,9 +305,10 @@ class TurnRunner:
         t.turns[-1] = replace(t.turns[-1], num_env_messages=1 if t.text_mode else len(env_msgs))
         if turn + 1 >= self.max_turns:
             return t.end("max_turns")  # the final env response is applied: the reward sees it
-        if self.tokens:
-            bridge = self._bridge(env_msgs, c) if not t.text_mode else \
-                list(self.sampler.tokenizer(env_msgs, add_special_tokens=False)["input_ids"])
+        if self.local is not None:
+            tok = self.local.tokenizer
+            bridge = self._bridge(tok, env_msgs, c) if not t.text_mode else \
+                list(tok(env_msgs, add_special_tokens=False)["input_ids"])
             t.completion_ids += bridge
             t.logprobs += [0.0] * len(bridge)
             t.mask += [0] * len(bridge)
@@ -334,10 +336,10 @@ class TurnRunner:
                 raise TypeError(f"env_response returned a message without string role/content: {m!r}")
         return msgs
 
-    def _bridge(self, env_msgs: list[Message], c: Completion) -> list[int]:
+    def _bridge(self, tokenizer: Any, env_msgs: list[Message], c: Completion) -> list[int]:
         from verity.rollout.tokens import bridge_ids
 
-        return bridge_ids(self.sampler.tokenizer, env_msgs, c.completion_ids, self.tools)
+        return bridge_ids(tokenizer, env_msgs, c.completion_ids, self.tools)
 
     # ---- scoring -----------------------------------------------------------------------------
     async def _score(self, t: Track) -> Rollout:

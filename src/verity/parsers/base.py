@@ -52,9 +52,10 @@ class Parser:
         return self.parse(str(self.get_assistant_messages(completion)[-1].get("content", "")))
 
     def get_format_reward_func(self) -> Callable[..., float]:
-        """A reward function that is always 1.0 (the base parser accepts any format)."""
+        """The format reward function (:meth:`format_reward_func`, bound to this parser: it pickles with
+        the environment, which parallel rollout workers need)."""
+        return self.format_reward_func
 
-        def format_reward_func(completion: Any, **kwargs: Any) -> float:
-            return 1.0
-
-        return format_reward_func
+    def format_reward_func(self, completion: Any, **kwargs: Any) -> float:
+        """Always 1.0: the base parser accepts any format."""
+        return 1.0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from verity.parsers.base import Parser
@@ -26,15 +25,13 @@ class ThinkParser(Parser):
         text = text.split("</think>")[-1].strip() if "</think>" in text else ""
         return self.extract_fn(text.strip())
 
-    def get_format_reward_func(self) -> Callable[..., float]:
+    def format_reward_func(self, completion: Any, **kwargs: Any) -> float:
         """Mean of :func:`follows_think_format` over the assistant messages.
 
         A completion without assistant messages raises ``ZeroDivisionError`` as in verifiers
         (a rubric records it and scores 0).
         """
-
-        def format_reward_func(completion: Any, **kwargs: Any) -> float:
-            messages = self.get_assistant_messages(completion)
-            return sum(follows_think_format(m["content"]) for m in messages) / len(messages)
-
-        return format_reward_func
+        messages = self.get_assistant_messages(completion)
+        # as in verifiers, a message without content raises KeyError (the rubric records it, scores 0)
+        contents = [m["content"] for m in messages]  # pyright: ignore[reportTypedDictNotRequiredAccess]
+        return sum(follows_think_format(c) for c in contents) / len(messages)

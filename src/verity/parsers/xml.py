@@ -142,14 +142,10 @@ class XMLParser(Parser):
             score += 0.2
         return score
 
-    def get_format_reward_func(self) -> Callable[..., float]:
-        """Reward function: the mean :meth:`format_score` of the assistant messages (0.0 if none)."""
-
-        def format_reward_func(completion: Any, **kwargs: Any) -> float:
-            msgs = self.get_assistant_messages(completion)
-            if not msgs:
-                return 0.0
-            scores = [self.format_score(str(m.get("content"))) for m in msgs]
-            return sum(scores) / len(scores)
-
-        return format_reward_func
+    def format_reward_func(self, completion: Any, **kwargs: Any) -> float:
+        """The mean :meth:`format_score` of the assistant messages (0.0 if none)."""
+        msgs = self.get_assistant_messages(completion)
+        if not msgs:
+            return 0.0
+        scores = [self.format_score(str(m.get("content"))) for m in msgs]
+        return sum(scores) / len(scores)

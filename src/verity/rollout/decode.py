@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from verity.types import SamplingArgs
+from verity.types import FinishReason, SamplingArgs
 
 #: Temperatures below this sample greedily (logits / 1e-100 would overflow to inf, then NaN).
 GREEDY_BELOW = 1e-4
@@ -255,7 +255,7 @@ def decode_loop(step: Any, logits: Any, B: int, args: SamplingArgs, gen: Any, eo
     return out
 
 
-def results(out: Rows, k: int) -> list[tuple[list[int], list[float], tuple[Any, ...], str]]:
+def results(out: Rows, k: int) -> list[tuple[list[int], list[float], tuple[Any, ...], FinishReason]]:
     """(token ids, log-probs, top log-probs, finish reason) per row, on the host."""
     tokens, logps, lengths, stopped = out.tokens.cpu(), out.logps.cpu(), out.lengths.tolist(), out.stopped.tolist()
     top_ids, top_lps = (out.top_ids.cpu(), out.top_lps.cpu()) if k else (None, None)

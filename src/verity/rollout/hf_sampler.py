@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from verity.rollout.decode import GREEDY_BELOW
-from verity.types import ChatOrText, Completion, SamplingArgs, check_context
+from verity.types import ChatOrText, Completion, FinishReason, SamplingArgs, check_context
 
 
 class HFSampler:
@@ -140,7 +140,7 @@ class HFSampler:
         dev = next(self.model.parameters()).device
         if args.temperature >= GREEDY_BELOW and seeds is None:
             raise ValueError("continuous batching samples each row from its own seed")
-        prompts = [list(p) for p in prompt_ids]
+        prompts: list[Sequence[int]] = [list(p) for p in prompt_ids]  # _decode appends the rows that join
         with self._lock:
             t0 = time.perf_counter()
             gen = [] if seeds is None else [_seeded(s, dev) for s in seeds]
@@ -148,7 +148,7 @@ class HFSampler:
             dt = time.perf_counter() - t0
         return [self._completion(p, d, args, dt) for p, d in zip(prompts, done, strict=True)]
 
-    def _completion(self, prompt: Sequence[int], done: tuple[list[int], list[float], tuple[Any, ...], str],
+    def _completion(self, prompt: Sequence[int], done: tuple[list[int], list[float], tuple[Any, ...], FinishReason],
                     args: SamplingArgs, dt: float) -> Completion:
         ids, lps, top, finish = done
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
@@ -159,7 +159,8 @@ class HFSampler:
                           top_logprobs=top[:len(ids)])
 
     def _decode(self, model: Any, prompts: list[Sequence[int]], args: SamplingArgs, gen: Any,
-                admit: Any = None, on_tokens: Any = None) -> list[tuple[list[int], list[float], tuple[Any, ...], str]]:
+                admit: Any = None, on_tokens: Any = None,
+                ) -> list[tuple[list[int], list[float], tuple[Any, ...], FinishReason]]:
         """(token ids, log-probs, top log-probs, finish reason) per prompt; ``gen`` is one
         generator for all rows or a list with one per row (see :func:`~verity.rollout.decode.decode_loop`).
         With ``admit`` (see :meth:`generate_continuous`) rows join between steps; ``prompts`` and
@@ -241,10 +242,12 @@ def _preallocate(cache: Any, extra: int) -> None:
     """
     from transformers.cache_utils import DynamicLayer
 
+    prealloc = _prealloc_cls()
     for layer in getattr(cache, "layers", []):
-        if type(layer) is DynamicLayer and getattr(layer, "keys", None) is not None and layer.keys.dim() == 4:
-            layer.__class__ = _prealloc_cls()
-            layer.reserve(extra)
+        keys = getattr(layer, "keys", None)
+        if type(layer) is DynamicLayer and keys is not None and keys.dim() == 4:
+            layer.__class__ = prealloc
+            prealloc.reserve(layer, extra)
 
 
 def _prealloc_layer_class() -> Any:
@@ -254,11 +257,14 @@ def _prealloc_layer_class() -> Any:
         """A DynamicLayer whose keys/values are views into a buffer with spare capacity."""
 
         def reserve(self, extra: int) -> None:
-            B, H, L, D = self.keys.shape
+            keys, values = self.keys, self.values
+            if keys is None or values is None:
+                raise RuntimeError("PreallocLayer.reserve: the layer holds no keys/values yet")
+            B, H, L, D = keys.shape
             # zero-filled: _decode_attention reads the spare positions (masked out, finite)
-            self._k = self.keys.new_zeros(B, H, L + extra, D)
-            self._v = self.values.new_zeros(B, H, L + extra, D)
-            self._k[:, :, :L], self._v[:, :, :L] = self.keys, self.values
+            self._k = keys.new_zeros(B, H, L + extra, D)
+            self._v = values.new_zeros(B, H, L + extra, D)
+            self._k[:, :, :L], self._v[:, :, :L] = keys, values
             self._n = L
             self._view()
 
@@ -298,7 +304,7 @@ def _set_attn(model: Any, impl: str | None) -> None:
 
 
 def _decode_attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any,
-                      scaling: float, dropout: float = 0.0, **kwargs: Any) -> tuple[Any, None]:
+                      scaling: float, dropout: float = 0.0, **kwargs: Any) -> tuple[Any, Any]:
     """Attention for one new query token over the preallocated KV cache (CPU decode only).
 
     Shapes: query [B, H, 1, D]; key/value [B, H, L, D], views of a zero-filled [B, H, Lmax, D]
@@ -436,7 +442,8 @@ def _seeded(seed: int, device: Any = "cpu") -> Any:
     return g
 
 
-def _apply_stop(text: str, ids: list[int], lps: list[float], finish: str, stop: Sequence[str], tok: Any):
+def _apply_stop(text: str, ids: list[int], lps: list[float], finish: FinishReason, stop: Sequence[str],
+                tok: Any) -> tuple[str, list[int], list[float], FinishReason]:
     """Cut the completion at the first stop string (tokens are trimmed to match)."""
     if not stop:
         return text, ids, lps, finish

@@ -8,7 +8,7 @@ in-process model, ``verity serve``, vLLM or a hosted API.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from verity.types import ChatOrText, Completion, SamplingArgs
@@ -21,9 +21,24 @@ class Sampler(Protocol):
     name: str
     """Model name recorded in results."""
 
-    async def generate(self, prompts: Sequence[ChatOrText], args: SamplingArgs) -> list[Completion]:
+    async def generate(self, prompts: Sequence[ChatOrText], args: SamplingArgs,
+                       tools: Sequence[Mapping[str, Any]] | None = None) -> list[Completion]:
         """One completion per prompt (chat messages, or plain text for completion-mode environments),
-        in order. Failures come back as ``finish_reason='error'``."""
+        in order; ``tools`` (OpenAI function schemas) are offered to the model when given.
+        Failures come back as ``finish_reason='error'``."""
+        ...
+
+
+@runtime_checkable
+class TokenSampler(Sampler, Protocol):
+    """A local sampler that also samples from token ids: what multi-turn token bookkeeping needs."""
+
+    tokenizer: Any
+    """The model's tokenizer (with its chat template)."""
+
+    def generate_ids(self, prompt_ids: Sequence[Sequence[int]], args: SamplingArgs,
+                     seeds: Sequence[int] | None = None) -> list[Completion]:
+        """One completion per tokenised prompt, with token ids and sampling log-probs."""
         ...
 
 

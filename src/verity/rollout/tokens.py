@@ -58,9 +58,12 @@ def audit_rollout(tokenizer: Any, rollout: Rollout, tools: Sequence[Mapping[str,
     opened) give exactly the ids the model saw? Needs a rollout from a local model (token ids)."""
     if not rollout.turns or not rollout.prompt_ids:
         raise ValueError("audit needs a rollout with token ids and turn records (a local-model rollout)")
+    prompt, completion = rollout.prompt, rollout.completion
+    if isinstance(prompt, str) or isinstance(completion, str):
+        raise ValueError("audit needs a chat rollout (a completion-mode rollout has no chat template to audit)")
     out = []
     for t in rollout.turns:
-        msgs = [*rollout.prompt, *rollout.completion[:t.message_index]]
+        msgs = [*prompt, *completion[:t.message_index]]
         rendered = render(tokenizer, msgs, tools, add_generation_prompt=True)
         seen = context_ids(rollout, t.index)
         diff = next((i for i, (a, b) in enumerate(zip(seen, rendered, strict=False)) if a != b), None)

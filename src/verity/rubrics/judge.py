@@ -171,7 +171,8 @@ class JudgeRubric(Rubric):
         loop_id = id(asyncio.get_running_loop())
         sem = self._sems.setdefault(loop_id, asyncio.Semaphore(self.max_concurrency))
         args = {k: v for k, v in self.judge_sampling_args.items() if v is not None}
-        for attempt in range(self.max_retries + 1):
+        attempt = 0
+        while True:  # until a reply, a permanent error, or max_retries retries
             async with sem:
                 self.requests += 1
                 create = self.judge_client.chat.completions.create
@@ -182,9 +183,10 @@ class JudgeRubric(Rubric):
                     return str(out.choices[0].message.content or "")
                 except Exception as e:
                     err = e
-            if not _is_transient(err) or attempt == self.max_retries:
+            if not _is_transient(err) or attempt >= self.max_retries:
                 break
             await asyncio.sleep(self.retry_base_s * 2**attempt)
+            attempt += 1
         self.failures += 1
         raise JudgeError(f"judge {self.judge_model!r} failed after {attempt + 1} attempt(s): "
                          f"{type(err).__name__}: {str(err)[:200]}") from err

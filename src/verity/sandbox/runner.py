@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from verity.errors import VerityError
-from verity.types import SandboxResult
+from verity.types import SandboxResult, SandboxStatus
 
 LAUNCHER = str(Path(__file__).with_name("_launch.py"))
 LAYERS = ("bwrap", "unshare", "seccomp")
@@ -208,7 +208,7 @@ def _kill(proc: asyncio.subprocess.Process, uid: int | None) -> None:
                     os.kill(int(pid), signal.SIGKILL)
 
 
-def _status(rc: int, layer: str, timed_out: bool, over: bool, stderr: str) -> tuple[str, int | None]:
+def _status(rc: int, layer: str, timed_out: bool, over: bool, stderr: str) -> tuple[SandboxStatus, int | None]:
     sig = -rc if rc < 0 else rc - 128 if layer != "seccomp" and rc > 128 else None
     if over:
         return "output_limit", sig
@@ -254,9 +254,9 @@ async def run_python(code: str, limits: SandboxLimits | None = None, stdin: str 
     """Run ``code`` as ``main.py`` (next to ``files``) in a fresh sandbox, isolated by ``layer``
     (default: the active one). Never raises for what the code does: see the result's status."""
     limits = limits or SandboxLimits()
-    layer = get_layer(layer)
+    isolation = get_layer(layer)
     async with _slot():  # the wall clock starts when the run gets a slot
-        return await _run(code, limits, stdin, files or {}, layer)
+        return await _run(code, limits, stdin, files or {}, isolation)
 
 
 async def _run(code: str, limits: SandboxLimits, stdin: str, files: Mapping[str, str],
@@ -276,6 +276,7 @@ async def _run(code: str, limits: SandboxLimits, stdin: str, files: Mapping[str,
             env=_sandbox_env(wd), cwd=wd, start_new_session=True,
             user=uid, group=uid, extra_groups=[] if uid is not None else None,
         )
+        assert proc.stdin and proc.stdout and proc.stderr  # all three were opened as pipes above
         out, err, over = bytearray(), bytearray(), asyncio.Event()
         readers = [asyncio.ensure_future(_drain(s, limits.max_output_bytes, b, over))
                    for s, b in ((proc.stdout, out), (proc.stderr, err))]

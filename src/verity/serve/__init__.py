@@ -4,7 +4,12 @@
 groups concurrent requests into one generation batch (bounded queue, 429 when full).
 """
 
+from typing import TYPE_CHECKING
+
 from verity.serve.batcher import Batcher, QueueFull
+
+if TYPE_CHECKING:
+    from verity.serve.app import create_app
 
 __all__ = ["Batcher", "QueueFull", "create_app"]
 

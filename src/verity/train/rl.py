@@ -41,10 +41,12 @@ class TimedSampler:
         self.inner, self.name, self.seconds = inner, inner.name, 0.0
         self.batch_size = getattr(inner, "batch_size", None)
 
-    async def generate(self, prompts: Any, args: SamplingArgs, **kw: Any) -> Any:
+    async def generate(self, prompts: Any, args: SamplingArgs, tools: Any = None) -> Any:
         t0 = time.perf_counter()
         try:
-            return await self.inner.generate(prompts, args, **kw)
+            if tools is None:
+                return await self.inner.generate(prompts, args)
+            return await self.inner.generate(prompts, args, tools=tools)
         finally:
             self.seconds += time.perf_counter() - t0
 

@@ -100,13 +100,14 @@ def load_environment(num_train_examples: int = -1, num_eval_examples: int = -1, 
     """
     if num_rows < 2:
         raise ConfigError(f"num_rows={num_rows}: need at least 2 rows")
-    synthetic = data_source is None or data_source == "synthetic"
+    source = "synthetic" if data_source is None else data_source
+    synthetic = source == "synthetic"
     if synthetic:
         from verity.envs.pii_masking.generator import row_builder
 
         n, row = num_rows, row_builder(num_rows, seed=random_seed)
     else:
-        rows = _load_rows(data_source)
+        rows = _load_rows(source)
         n, row = len(rows), rows.__getitem__
     order = list(range(n))
     random.Random(random_seed).shuffle(order)

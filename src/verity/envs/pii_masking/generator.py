@@ -38,6 +38,7 @@ import random
 from collections.abc import Callable, Iterable, Mapping
 from functools import cache, lru_cache
 from itertools import accumulate
+from typing import Any
 
 from verity.envs.pii_masking import templates as T
 
@@ -534,23 +535,31 @@ KNOWN_REDRAWS: dict[int, tuple[int, frozenset[int]]] = {42: (30_000, frozenset({
 def row_builder(n: int, seed: int = 42) -> Callable[[int], dict]:
     """``row(i) == generate_rows(n, seed)[i]``: built on its own when ``(seed, n)`` is covered by
     :data:`KNOWN_REDRAWS`, else from one ``generate_rows`` call made on first use."""
-    known = KNOWN_REDRAWS.get(seed)
-    if known is not None and n <= known[0]:
-        redraws = known[1]
+    return RowBuilder(n, seed)
 
-        def row(i: int) -> dict:
-            if not 0 <= i < n:
-                raise IndexError(f"row {i} of {n}")
-            return _row(*_draw(seed, i, int(i in redraws)), seed, i, False, None)
-        return row
-    every: list[list[dict]] = []
 
-    def row_of_all(i: int) -> dict:
-        if not every:
-            every.append(generate_rows(n, seed=seed))
-        r = every[0][i]
+class RowBuilder:
+    """See :func:`row_builder`. A plain object (no closures), so the environment pickles; the rows
+    generated all at once are not pickled but rebuilt on first use."""
+
+    def __init__(self, n: int, seed: int):
+        known = KNOWN_REDRAWS.get(seed)
+        self.n, self.seed = n, seed
+        self.redraws = known[1] if known is not None and n <= known[0] else None
+        self._every: list[dict] | None = None
+
+    def __call__(self, i: int) -> dict:
+        if self.redraws is not None:
+            if not 0 <= i < self.n:
+                raise IndexError(f"row {i} of {self.n}")
+            return _row(*_draw(self.seed, i, int(i in self.redraws)), self.seed, i, False, None)
+        if self._every is None:
+            self._every = generate_rows(self.n, seed=self.seed)
+        r = self._every[i]
         return {**r, "info": dict(r["info"])}
-    return row_of_all
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_every": None}
 
 
 if __name__ == "__main__":
