@@ -62,3 +62,20 @@ def test_epoch_order_is_a_seeded_permutation():
     assert sorted(a) == list(range(10))
     assert epoch_order(10, 3, 0) == a
     assert epoch_order(10, 3, 1) != a and epoch_order(10, 4, 0) != a
+
+
+def test_presets_are_toml_files_loaded_by_name_or_path(tmp_path):
+    from verity.config import from_preset, preset_names
+
+    assert "demo" in preset_names()
+    cfg = from_preset(RLConfig, "demo", steps=3)
+    assert (cfg.env, cfg.loss, cfg.scale_rewards, cfg.steps) == ("pii-masking", "dr_grpo", "none", 3)
+    f = tmp_path / "p.toml"
+    f.write_text('loss = "dapo"\nlora_rnk = 4\n')
+    with pytest.raises(ConfigError, match=r"preset .*p.toml: unknown key\(s\) lora_rnk for RLConfig"):
+        from_preset(RLConfig, str(f))
+    f.write_text('loss = "ppo"\n')
+    with pytest.raises(ConfigError, match=r"--loss ppo: unknown loss"):
+        from_preset(RLConfig, str(f))
+    with pytest.raises(ConfigError, match=r"--config demo2: file not found \(shipped presets: demo"):
+        from_preset(RLConfig, "demo2")

@@ -17,9 +17,14 @@ import textwrap
 import types
 import typing
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from verity.errors import ConfigError
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 
 def flag(*flags: str, default: Any = dataclasses.MISSING, **meta: Any) -> Any:
@@ -81,11 +86,22 @@ def accepts_none(cls: type, name: str) -> bool:
     return base_type(typing.get_type_hints(cls)[name])[1]
 
 
+#: Shipped presets: ``presets/NAME.toml``, any config's fields (as torchtune ships its recipes' configs).
+PRESETS_DIR = Path(__file__).parent / "presets"
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.toml"))
+
+
 def load_toml(path: str) -> dict[str, Any]:
-    """A TOML config file as a dict; a one-line :class:`ConfigError` when missing or invalid."""
+    """A TOML config file (or the name of a shipped preset, e.g. ``demo``) as a dict; a one-line
+    :class:`ConfigError` when missing or invalid."""
     p = Path(path)
+    if not p.is_file() and path in preset_names():
+        p = PRESETS_DIR / f"{path}.toml"
     if not p.is_file():
-        raise ConfigError(f"--config {path}: file not found")
+        raise ConfigError(f"--config {path}: file not found (shipped presets: {', '.join(preset_names())})")
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # pragma: no cover
@@ -94,6 +110,18 @@ def load_toml(path: str) -> dict[str, Any]:
         return tomllib.loads(p.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"--config {path}: invalid TOML ({e})") from None
+
+
+def from_preset(cls: type[T], name: str, **overrides: Any) -> T:
+    """Config ``cls`` with the fields of preset ``name`` (a shipped name or a TOML path), then
+    ``overrides``; an unknown key or a value outside a field's choices is a one-line error."""
+    values = {**load_toml(name), **overrides}
+    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise ConfigError(f"preset {name}: unknown key(s) {', '.join(unknown)} for {cls.__name__}")
+    cfg = cls(**values)
+    check_choices(cfg)
+    return cfg
 
 
 def parse_env_args(text: str | dict | None, flag_name: str = "-a") -> dict[str, Any]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import typing
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from verity.config import accepts_none, base_type, check_choices, choices_of, field_docs, load_toml
@@ -24,16 +25,20 @@ if TYPE_CHECKING:
 C = TypeVar("C", bound="DataclassInstance")
 
 
-def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
+def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, only: Sequence[str] | None = None,
+                       defaults: Mapping[str, Any] | None = None) -> None:
+    """One option per field of ``cls`` (only the fields named in ``only`` when given); ``defaults``
+    (e.g. a preset) replace the fields' own defaults."""
     docs = field_docs(cls)
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        if f.metadata.get("cli") is False:
+        if f.metadata.get("cli") is False or (only is not None and f.name not in only):
             continue
         tp, optional = base_type(hints[f.name])
         help_ = docs.get(f.name, "")
         default = None if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING else (
             f.default if f.default is not dataclasses.MISSING else f.default_factory())  # type: ignore[misc]
+        default = (defaults or {}).get(f.name, default)
         if f.metadata.get("positional"):
             has_default = f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
             parser.add_argument(f.name, help=help_, nargs="?" if has_default else None, default=default)
