@@ -39,11 +39,15 @@ class Uniforms:
     generator per row, row ``r`` takes the ``t``-th uniform of its own generator at step ``t``.
     """
 
-    def __init__(self, gen: Any, B: int, T: int, device: Any):
+    def __init__(self, gen: Any, B: int, T: int, device: Any, replay: bool = True):
         import torch
 
         self.per_row = isinstance(gen, list)
         self.gen = gen
+        #: False when the physical batch follows the old schedule itself (a host check every token):
+        #: the uniforms are then taken in order, counted on the host, with no replay on the device.
+        self.replay = replay
+        self.hoff = 0
         if self.per_row:
             self.u = torch.stack([torch.rand(T, generator=g, device=g.device) for g in gen]).to(device)  # [B, T]
         else:
@@ -59,6 +63,10 @@ class Uniforms:
             if col is None:
                 return self.u[:, t].index_select(0, rows)
             return self.u.index_select(0, rows).gather(1, col.clamp(max=self.u.shape[1] - 1)[:, None]).squeeze(1)
+        if not self.replay:
+            b = rows.shape[0]
+            self.hoff += b
+            return self.u[self.hoff - b:self.hoff]
         rank = self.inb.cumsum(0) - 1
         u = self.u.index_select(0, (self.off + rank).clamp_(max=self.u.numel() - 1))
         self.off += self.inb.sum()
@@ -76,7 +84,7 @@ class Uniforms:
 
     def after_step(self, live: Any) -> None:
         """Replay the old compaction rule: keep only live rows once at most 3/4 of the batch is live."""
-        if not self.per_row:
+        if not self.per_row and self.replay:
             import torch
 
             drop = live.sum() * 4 <= self.inb.sum() * 3
@@ -87,7 +95,7 @@ class Uniforms:
         if not self.per_row:
             import torch
 
-            used = int(self.off)
+            used = int(self.off) if self.replay else self.hoff
             self.gen.set_state(self.state)
             if used:
                 torch.rand(used, generator=self.gen, device=self.gen.device)
@@ -197,7 +205,7 @@ def decode_loop(step: Any, logits: Any, B: int, args: SamplingArgs, gen: Any, eo
     T, k, dev = args.max_tokens, args.top_logprobs, logits.device
     out = _rows(B, T, k, pad, dev)
     greedy = args.temperature < GREEDY_BELOW
-    uni = None if greedy else Uniforms(gen, B, T, dev)
+    uni = None if greedy else Uniforms(gen, B, T, dev, replay=check_every != 1 or admit is not None)
     batch = _Batch(B, T, k, pad, dev)
     last, t, admit_now = T - 1, 0, False  # last: the step the last row to join must stop at
     while True:
