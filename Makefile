@@ -12,12 +12,13 @@ TORCH_SPEC ?= torch==2.13.0
 
 .PHONY: install demo test lint notebook bench starter clean
 
-# The compat extra (verifiers==0.1.6.post0) is what tests/test_verifiers_*.py compare verity against.
+# The compat extra (verifiers==0.1.6.post0) is what tests/test_verifiers_*.py compare verity against;
+# the ray extra runs tests/test_ray_workers.py (--rollout-workers).
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip >/dev/null 2>&1 || true
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "$(TORCH_SPEC)"
-	$(BIN)/pip install -q -e ".[dev,math,compat]"
+	$(BIN)/pip install -q -e ".[dev,math,compat,ray]"
 	touch $@
 
 install: $(BIN)/.installed

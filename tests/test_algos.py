@@ -341,3 +341,36 @@ def test_log_probs_and_entropy_in_position_chunks_equal_the_whole_row(monkeypatc
     ent = entropy_from_logits(base, chunk_size=2)
     p = torch.log_softmax(base.float(), -1)
     assert torch.allclose(ent, -(p.exp() * p).sum(-1), atol=1e-5) and torch.allclose(ent, ent_whole, atol=1e-6)
+
+
+def test_mismatch_kl_hand_computed():
+    from verity.algos.losses import mismatch_kl
+
+    learner = torch.log(torch.tensor([[0.5, 0.25, 0.9]]))
+    sampler = torch.log(torch.tensor([[0.25, 0.25, 0.1]]))
+    # token 0: d = ln 0.5 - ln 0.25 = ln 2, k3 = 2 - ln 2 - 1 = 0.3068528; token 1: d = 0, k3 = 0;
+    # token 2 is masked out (its k3 would be 9 - ln 9 - 1 = 5.80278)
+    mask = torch.tensor([[1.0, 1.0, 0.0]])
+    assert float(mismatch_kl(learner, sampler, mask)) == pytest.approx(0.3068528 / 2, abs=1e-6)
+    assert float(mismatch_kl(learner, sampler, torch.ones(1, 3))) == pytest.approx((0.3068528 + 5.8027754) / 3,
+                                                                                     abs=1e-5)
+    assert float(mismatch_kl(learner, learner, torch.ones(1, 3))) == 0.0
+    assert float(mismatch_kl(learner, sampler, torch.zeros(1, 3))) == 0.0
+    # float32 inputs differing by 1e-5 still show a (tiny) positive mismatch: d^2/2 = 5e-11
+    assert 0 < float(mismatch_kl(learner + 1e-5, learner, torch.ones(1, 3))) < 1e-9
+
+
+def test_truncated_is_weights_hand_computed():
+    from verity.algos.losses import policy_loss, truncated_is_weights
+
+    old = torch.log(torch.tensor([[0.5, 0.2, 0.9]]))
+    sampler = torch.log(torch.tensor([[0.25, 0.4, 0.1]]))
+    # ratios 0.5/0.25 = 2, 0.2/0.4 = 0.5, 0.9/0.1 = 9 -> capped at 3
+    w = truncated_is_weights(old, sampler, cap=3.0)
+    assert w.tolist()[0] == pytest.approx([2.0, 0.5, 3.0], abs=1e-5)
+    # at ratio 1 (lp = old) the grpo per-token loss is -A; weighted: -(2 + 0.5 + 3) * A / 3 for one sequence
+    lp = old.clone().requires_grad_(True)
+    loss, _ = policy_loss(lp, old, torch.tensor([1.5]), torch.ones(1, 3), is_weights=w)
+    assert float(loss) == pytest.approx(-(2.0 + 0.5 + 3.0) * 1.5 / 3, abs=1e-5)
+    loss.backward()  # d/dlp of -w * A * exp(lp - old) at lp = old: -w * A / T
+    assert lp.grad.tolist()[0] == pytest.approx([-2.0 * 1.5 / 3, -0.5 * 1.5 / 3, -3.0 * 1.5 / 3], abs=1e-5)

@@ -287,6 +287,23 @@ class Group:
 
 
 @dataclass(frozen=True)
+class RolloutBatch:
+    """One step's scored groups as the sampler hands them to the learner (this rank's share)."""
+
+    step: int
+    """The data index: which prompts (``RLTrainer.batch_examples(step)``) were rolled out."""
+    groups: tuple[Group, ...]
+    first: int
+    """Position of ``groups[0]`` in the step's global batch (this rank's offset under torchrun)."""
+    t_generate: float = 0.0
+    t_score: float = 0.0
+    version: int = 0
+    """Optimiser steps the sampler's weights had seen when the batch was generated (off-policy runs)."""
+    t_weights: float = 0.0
+    """Seconds spent bringing the sampler's weights up to date before generating."""
+
+
+@dataclass(frozen=True)
 class Batch:
     """Right-padded token tensors for one learner step; built by :func:`verity.train.batching.make_batch`.
 

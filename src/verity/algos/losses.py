@@ -39,6 +39,42 @@ def k3_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
     return torch.exp(delta) - delta - 1.0
 
 
+def mismatch_kl(learner_logprobs: torch.Tensor, sampler_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Sampler/learner mismatch: masked token mean of k3 for KL(pi_sampler || pi_learner).
+
+    mismatch_kl = sum_t m_t * (exp(d_t) - d_t - 1) / sum_t m_t with d_t = log pi_learner(y_t) -
+    log pi_sampler(y_t) on the sampled tokens y_t (they come from the sampler, so k3 is unbiased for
+    this direction; Schulman 2020). 0 when sampler and learner agree, and when the mask is empty.
+
+    Args:
+        learner_logprobs: [B, T] the learner's log-probs of the sampled tokens (before the update).
+        sampler_logprobs: [B, T] the log-probs the sampler reported for the same tokens.
+        mask: [B, T] tokens to average over.
+    """
+    keep = mask.bool()
+    # float64: in float32, exp(d) - d - 1 cancels to 0 for |d| < ~1e-4, hiding small mismatches
+    k3 = k3_kl(torch.where(keep, sampler_logprobs.double(), 0.0),
+               torch.where(keep, learner_logprobs.detach().double(), 0.0))
+    return _masked_mean(k3, keep).float()
+
+
+def truncated_is_weights(learner_logprobs: torch.Tensor, sampler_logprobs: torch.Tensor,
+                         cap: float) -> torch.Tensor:
+    """Truncated importance weights for tokens sampled by another policy (no gradient).
+
+    w_t = min(pi_old(y_t) / pi_sampler(y_t), C) = min(exp(old_t - sampler_t), C): the
+    policy-gradient estimate under the sampler's distribution is reweighted towards the learner's,
+    with the weight capped at C to bound the variance (truncated IS, Espeholt et al. 2018 IMPALA;
+    Yao et al. 2025 "Your efficient RL framework secretly brings you off-policy RL training").
+
+    Args:
+        learner_logprobs: [B, T] the learner's log-probs before the update (pi_old).
+        sampler_logprobs: [B, T] the sampler's log-probs of the same tokens.
+        cap: C > 0.
+    """
+    return torch.exp(learner_logprobs.detach().float() - sampler_logprobs.float()).clamp(max=cap)
+
+
 def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of ``x`` over positions where ``mask`` is True; 0 when the mask is empty."""
     return torch.where(mask, x, 0.0).sum() / mask.sum().clamp(min=1)
@@ -57,6 +93,7 @@ def policy_loss(
     kl_beta: float = 0.0,
     batch_sequences: int | None = None,
     batch_tokens: int | None = None,
+    is_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """PPO-style clipped surrogate loss with GRPO / DAPO / Dr. GRPO / GSPO normalisation.
 
@@ -99,6 +136,8 @@ def policy_loss(
         kl_beta: weight of the per-token k3 KL penalty; > 0 requires ``ref_logprobs``.
         batch_sequences: sequences in the whole batch (default: B).
         batch_tokens: masked tokens in the whole batch (default: those of ``mask``).
+        is_weights: [B, T] per-token weights multiplying the clipped surrogate (no gradient), e.g.
+            :func:`truncated_is_weights` for samples drawn by a stale or different sampler.
 
     Returns:
         (scalar loss, metrics) with detached scalar metrics over this micro-batch's tokens: ``clip_frac``,
@@ -115,6 +154,8 @@ def policy_loss(
     ratio = _importance_ratio(logprobs, old_logprobs, keep, sequence_level=loss_type == "gspo")  # [B, T]
     clipped = torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high)  # [B, T]
     per_token = -torch.minimum(ratio * adv, clipped * adv)  # [B, T]
+    if is_weights is not None:
+        per_token = per_token * is_weights.detach().to(per_token.dtype)
 
     kl = None
     if ref_logprobs is not None:

@@ -34,9 +34,12 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         convs = load_sft_rows(cfg.data)
     if cfg.output_dir is None:
         cfg.output_dir = default_out_dir("sft", cfg.from_env or str(cfg.data), cfg.model)
+    from verity.train.dist import run_and_leave
     from verity.train.sft import SFTTrainer
 
-    trainer = SFTTrainer(convs, cfg.model, cfg)
-    last = trainer.train()
+    trainer = SFTTrainer(convs, cfg.model, cfg)  # joins the torchrun process group when there is one
+    last, writer = run_and_leave(trainer.train)
+    if not writer:  # under torchrun, rank 0 alone reports
+        return 0
     print(f"final loss {last.get('loss', float('nan')):.4f}; model: {trainer.run_dir / 'final'}")
     return 0

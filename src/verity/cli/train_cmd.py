@@ -31,10 +31,13 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         return 0
     if cfg.output_dir is None:
         cfg.output_dir = default_out_dir("runs", cfg.env, cfg.model)
+    from verity.train.dist import run_and_leave
     from verity.train.rl import RLTrainer
 
-    trainer = RLTrainer(env, cfg.model, cfg)
-    last = trainer.train()
+    trainer = RLTrainer(env, cfg.model, cfg)  # joins the torchrun process group when there is one
+    last, writer = run_and_leave(trainer.train)
+    if not writer:  # under torchrun, rank 0 alone reports
+        return 0
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in last.items()
                       if k.startswith(("reward/", "eval/", "step"))}))
     print(f"run: {trainer.run_dir} (metrics.jsonl, reward_curve.png, checkpoints/)")

@@ -1,7 +1,9 @@
 """The FastAPI app of ``verity serve``: OpenAI-compatible chat / text completions over a local model.
 
 Endpoints: ``GET /health``, ``GET /v1/models``, ``GET /v1/models/{model}``,
-``POST /v1/chat/completions`` and ``POST /v1/completions`` (both with SSE streaming).
+``POST /v1/chat/completions`` and ``POST /v1/completions`` (both with SSE streaming), and vLLM's
+LoRA hot reload ``POST /v1/load_lora_adapter`` / ``POST /v1/unload_lora_adapter`` (one adapter at a
+time, merged into the served weights: :mod:`verity.serve.adapters`).
 Generation goes through one :class:`~verity.serve.batcher.Batcher`, so concurrent requests
 share batches. Every error, including FastAPI's validation errors (400 here, not 422) and
 unknown paths, is returned in OpenAI's ``{"error": {...}}`` shape.
@@ -9,6 +11,7 @@ unknown paths, is returned in OpenAI's ``{"error": {...}}`` shape.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import secrets
@@ -19,12 +22,13 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from verity.errors import ContextLengthError
 from verity.serve import protocol as P
+from verity.serve.adapters import AdapterError, AdapterSlot
 from verity.serve.batcher import Batcher, KVTooLarge, QueueFull
 from verity.serve.render import (
     SSE_DONE,
@@ -59,6 +63,7 @@ class _State:
         self.context = getattr(sampler, "context", getattr(cfg, "max_position_embeddings", None))
         self.vocab_size = getattr(cfg, "vocab_size", None) or len(sampler.tokenizer)
         self.created = int(time.time())
+        self.adapter = AdapterSlot(sampler.model)
 
 
 def create_app(sampler: Any, served_model_name: str, api_key: str | None = None, max_batch_size: int = 32,
@@ -84,6 +89,7 @@ def create_app(sampler: Any, served_model_name: str, api_key: str | None = None,
     app.state.verity = st
     _add_error_handlers(app)
     _add_routes(app, st)
+    _add_lora_routes(app, st)
     _strip_422(app)
     return app
 
@@ -162,7 +168,12 @@ def _auth_dependency(st: _State) -> Any:
 
 
 def _check_model(st: _State, model: str) -> None:
-    if model != st.name:
+    if st.adapter.name is not None and model != st.adapter.name:
+        raise P.APIError(400 if model == st.name else 404,
+                         f"The model {model!r} is not served now: LoRA adapter {st.adapter.name!r} is merged into "
+                         f"{st.name!r} (one adapter at a time); ask for {st.adapter.name!r} or unload it",
+                         param="model", code="model_not_found")
+    if st.adapter.name is None and model != st.name:
         raise P.APIError(404, f"The model {model!r} does not exist; this server serves {st.name!r}",
                          param="model", code="model_not_found")
 
@@ -242,8 +253,11 @@ def _add_routes(app: FastAPI, st: _State) -> None:
 
     @app.get("/v1/models", response_model=P.ModelList, responses=P.ERROR_RESPONSES, dependencies=auth, tags=["openai"])
     async def models() -> dict[str, Any]:
-        """The served model."""
-        return {"object": "list", "data": [card()]}
+        """The served model (and the loaded LoRA adapter, as vLLM lists it)."""
+        data = [card()]
+        if st.adapter.name is not None:
+            data.append({**card(), "id": st.adapter.name, "parent": st.name})
+        return {"object": "list", "data": data}
 
     @app.get("/v1/models/{model}", response_model=P.ModelCard, responses=P.ERROR_RESPONSES, dependencies=auth,
              tags=["openai"])
@@ -295,13 +309,43 @@ def _add_routes(app: FastAPI, st: _State) -> None:
         outs = await _generate(st, [p for p in prompts for _ in range(req.n)], args)
         tok = st.sampler.tokenizer
         choices = [{"index": i, "text": c.text, "finish_reason": "length" if c.finish_reason == "length" else "stop",
-                    "logprobs": None if req.logprobs is None else text_logprobs(tok, c)} for i, c in enumerate(outs)]
+                    "logprobs": None if req.logprobs is None else
+                    text_logprobs(tok, c, req.return_tokens_as_token_ids)} for i, c in enumerate(outs)]
         body = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
                 "model": st.name, "choices": choices, "usage": _usage(sum(len(p) for p in prompts), outs)}
         if req.stream:
             usage = bool(req.stream_options and req.stream_options.include_usage)
             return StreamingResponse(_text_events(body, usage), media_type="text/event-stream")
         return body
+
+
+def _add_lora_routes(app: FastAPI, st: _State) -> None:
+    """vLLM's runtime LoRA endpoints (same request bodies; plain-text success answers as vLLM gives)."""
+    auth = [Depends(_auth_dependency(st))]
+
+    def locked(fn: Any, *a: Any) -> Any:
+        with getattr(st.sampler, "_lock", contextlib.nullcontext()):  # never between two tokens of a batch
+            return fn(*a)
+
+    @app.post("/v1/load_lora_adapter", dependencies=auth, responses=P.ERROR_RESPONSES, tags=["vllm"])
+    async def load_lora_adapter(req: P.LoadLoraRequest) -> Any:
+        """Merge the PEFT LoRA adapter at ``lora_path`` into the served weights as model ``lora_name``."""
+        if st.adapter.name == req.lora_name:
+            raise P.APIError(400, f"The lora adapter '{req.lora_name}' has already been loaded", param="lora_name")
+        try:
+            await asyncio.to_thread(locked, st.adapter.load, req.lora_name, req.lora_path)
+        except (AdapterError, OSError, ValueError, KeyError) as e:
+            raise P.APIError(400, f"cannot load LoRA adapter {req.lora_name!r}: {e}", param="lora_path") from None
+        return PlainTextResponse(f"Success: LoRA adapter '{req.lora_name}' added successfully.")
+
+    @app.post("/v1/unload_lora_adapter", dependencies=auth, responses=P.ERROR_RESPONSES, tags=["vllm"])
+    async def unload_lora_adapter(req: P.UnloadLoraRequest) -> Any:
+        """Restore the base weights."""
+        if st.adapter.name != req.lora_name:
+            raise P.APIError(404, f"The lora adapter '{req.lora_name}' cannot be found", param="lora_name",
+                             code="not_found")
+        await asyncio.to_thread(locked, st.adapter.unload)
+        return PlainTextResponse(f"Success: LoRA adapter '{req.lora_name}' removed successfully.")
 
 
 # ---------------------------------------------------------------- streaming

@@ -138,6 +138,21 @@ class CompletionRequest(_Sampling):
     prompt: str | list[str] | list[Int] | list[list[Int]]
     logprobs: Int | None = Field(None, ge=0, le=5)
     echo: bool = False
+    return_tokens_as_token_ids: bool = False
+    """vLLM's extension: each logprobs token is written ``token_id:N``, so clients get exact token ids."""
+
+
+class LoadLoraRequest(_Request):
+    """vLLM's ``POST /v1/load_lora_adapter`` body."""
+
+    lora_name: str = Field(min_length=1)
+    lora_path: str = Field(min_length=1)
+
+
+class UnloadLoraRequest(_Request):
+    """vLLM's ``POST /v1/unload_lora_adapter`` body."""
+
+    lora_name: str = Field(min_length=1)
 
 
 # ---------------------------------------------------------------- responses

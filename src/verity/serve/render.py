@@ -135,12 +135,13 @@ def chat_logprobs(tokenizer: Any, c: Completion) -> dict[str, Any]:
     return {"content": content, "refusal": None}
 
 
-def text_logprobs(tokenizer: Any, c: Completion) -> dict[str, Any]:
+def text_logprobs(tokenizer: Any, c: Completion, as_token_ids: bool = False) -> dict[str, Any]:
     """A text completion choice's ``logprobs`` (OpenAI legacy shape): tokens, token_logprobs,
     top_logprobs (the k most likely plus the sampled token, as OpenAI does; tokens whose texts
-    coincide keep the larger log-prob) and text_offset (into the completion text)."""
+    coincide keep the larger log-prob) and text_offset (into the completion text). With
+    ``as_token_ids`` the sampled tokens are written ``token_id:N`` (vLLM's ``return_tokens_as_token_ids``)."""
     ids = list(c.completion_ids)
-    tokens = [tokenizer.decode([t]) for t in ids]
+    tokens = [f"token_id:{t}" if as_token_ids else tokenizer.decode([t]) for t in ids]
     tops = c.top_logprobs or [()] * len(ids)
     top: list[dict[str, float]] = []
     for n, alts in enumerate(tops):

@@ -11,6 +11,10 @@ from verity.config import check_choices, flag
 from verity.errors import ConfigError
 from verity.types import TrainDType, check_sampling
 
+#: How RL rollouts are seeded (see ``RLConfig.rollout_seeding``).
+RolloutSeeding = Literal["auto", "batch", "group"]
+#: Where RL generation runs (see ``RLConfig.sampler``).
+SamplerKind = Literal["local", "server"]
 #: Learning-rate schedule after warm-up (see :func:`verity.train.learner.lr_lambda`).
 LRSchedule = Literal["cosine", "constant", "wsd"]
 #: Gradient checkpointing: auto = on where it pays (see :func:`verity.train.memory.wants_checkpointing`).
@@ -55,6 +59,8 @@ class RunFlags:
     dry_run: bool = flag("--dry-run", default=False)
     """Print the memory plan for this model and these settings (read from the model's config.json;
     no weights are loaded) and exit."""
+    watchdog_seconds: float = flag("--watchdog-seconds", default=0.0)
+    """No step finished in this many seconds: dump all stacks, name the stuck phase, exit 3 (0 = off)."""
 
     def validate_run(self) -> None:
         """Checks every training run shares (the subclasses' ``validate`` call it)."""
@@ -63,6 +69,8 @@ class RunFlags:
                 raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be >= 1")
         if self.resume and self.overwrite:
             raise ConfigError("--resume and --overwrite contradict each other: continue the run or start clean")
+        if self.watchdog_seconds < 0:
+            raise ConfigError(f"--watchdog-seconds {self.watchdog_seconds}: must be >= 0 (0 = off)")
         if self.resume and not getattr(self, "output_dir", None):
             raise ConfigError("--resume needs -o RUN_DIR (the run to continue)")
 
@@ -129,6 +137,23 @@ class RLConfig(RunFlags):
     """Write a checkpoint every K steps (and at the end)."""
     output_dir: str | None = flag("-o", "--output-dir", default=None)
     """Run directory (default: outputs/runs/ENV--MODEL--TIME)."""
+    sampler: SamplerKind = flag("--sampler", default="local")
+    """local: generate with the training model in this process; server: on --sampler-url (vLLM, verity serve)."""
+    sampler_url: str | None = flag("--sampler-url", default=None)
+    """Comma-separated base URLs of OpenAI-compatible servers (with --sampler server); requests are spread over them."""
+    sync_every: int = flag("--sync-every", default=1)
+    """With --sampler server: push the LoRA weights to the servers every K steps (before generating)."""
+    max_off_policy_steps: int = flag("--max-off-policy-steps", default=0)
+    """Generate up to S steps ahead of training on a copy of the policy (0 = synchronous); older batches are dropped."""
+    tis_cap: float = flag("--tis-cap", default=2.0)
+    """With --max-off-policy-steps: cap C of the truncated importance weight min(pi_learner / pi_sampler, C)."""
+    rollout_workers: int = flag("--rollout-workers", default=0)
+    """Roll out and score in N Ray actors, each with its own copy of the policy (0 = in this process)."""
+    ray_address: str | None = flag("--ray-address", default=None)
+    """Ray cluster to run --rollout-workers on (default: start a local Ray)."""
+    rollout_seeding: RolloutSeeding = flag("--rollout-seeding", default="auto")
+    """batch: one sampling seed per step; group: one per prompt group, from (seed, step, example), so
+    rollouts do not depend on how the batch is split over ranks; auto: group under torchrun, else batch."""
 
     def validate(self) -> None:
         """Reject bad values before any compute."""
@@ -152,6 +177,24 @@ class RLConfig(RunFlags):
         if self.kl_beta < 0:
             raise ConfigError(f"--kl-beta {self.kl_beta}: must be >= 0")
         check_choices(self)
+        if self.sync_every < 1:
+            raise ConfigError(f"--sync-every {self.sync_every}: must be >= 1")
+        if self.max_off_policy_steps < 0 or self.tis_cap <= 0:
+            raise ConfigError(f"--max-off-policy-steps {self.max_off_policy_steps} / --tis-cap {self.tis_cap}: "
+                              "need S >= 0 and C > 0")
+        if self.max_off_policy_steps and self.sampler == "server":
+            raise ConfigError("--max-off-policy-steps runs with --sampler local only (the server path syncs "
+                              "synchronously)")
+        if self.rollout_workers < 0:
+            raise ConfigError(f"--rollout-workers {self.rollout_workers}: must be >= 0")
+        if self.rollout_workers and (self.sampler == "server" or self.max_off_policy_steps):
+            raise ConfigError("--rollout-workers runs the local sampler synchronously: not with --sampler server "
+                              "or --max-off-policy-steps")
+        if self.sampler == "server" and not self.sampler_url:
+            raise ConfigError("--sampler server needs --sampler-url URL[,URL...]")
+        if self.sampler == "server" and self.lora_rank == 0:
+            raise ConfigError("--sampler server syncs LoRA adapters (vLLM's load_lora_adapter); full fine-tunes "
+                              "(--lora-rank 0) cannot push weights to a server yet")
         self.validate_run()
 
     @property

@@ -250,6 +250,10 @@ class LocalLearner:
         return out
 
     def optim_step(self) -> dict[str, float]:
+        """Sum gradients over ranks (under torchrun), clip, step AdamW and the LR schedule."""
+        from verity.train.dist import all_reduce_grads
+
+        all_reduce_grads(self.params)
         gn = torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm if self.max_grad_norm > 0 else float("inf"))
         lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()

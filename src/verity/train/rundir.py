@@ -27,7 +27,8 @@ from verity.utils import output_dir_path
 
 LOCK_NAME = ".lock"
 # what a verity run writes into its folder; --overwrite deletes exactly these
-RUN_FILES = ("checkpoints", "metrics.jsonl", "manifest.json", "reward_curve.png", "loss_curve.png", "final")
+RUN_FILES = ("checkpoints", "metrics.jsonl", "manifest.json", "reward_curve.png", "loss_curve.png", "final",
+             "sync")
 
 
 def is_writer() -> bool:

@@ -3,6 +3,9 @@
 Per step: the next ``batch_size`` examples of a seeded per-epoch shuffle → micro-batches →
 token-mean NLL over assistant tokens → AdamW with warm-up + cosine decay → metrics,
 checkpoints (same format as RL, so ``--resume`` and ``verity merge`` work the same).
+Under ``torchrun`` each rank takes a contiguous share of the step's examples, the token mean
+is over the global batch's tokens and the gradients are summed (:mod:`verity.train.dist`);
+rank 0 alone writes the run folder.
 """
 
 from __future__ import annotations
@@ -19,12 +22,14 @@ import torch
 from verity.algos.logprobs import selective_log_softmax
 from verity.algos.losses import sft_loss
 from verity.errors import ConfigError
+from verity.train import dist
 from verity.train.batching import epoch_order
 from verity.train.checkpoint import resume_step, save_checkpoint, save_merged
 from verity.train.config import SFTConfig, auto_or_int
 from verity.train.metrics import MetricsLog, ProgressLine, write_manifest
-from verity.train.rundir import locked_run, preflight
+from verity.train.rundir import is_writer, locked_run, preflight
 from verity.train.sft_data import pack, packed_tensors, pad_batch, tokenize_conversation
+from verity.train.watchdog import Watchdog
 from verity.types import Message
 
 # what --resume may not change: the model being trained and the data it is trained on
@@ -40,11 +45,17 @@ class SFTTrainer:
 
         config.validate_run()
         config.micro_batch_size = auto_or_int(config.micro_batch_size, "micro_batch_size")
+        self.world = dist.init_distributed()
+        if config.batch_size % self.world:
+            raise ConfigError(f"--batch-size {config.batch_size} does not split over {self.world} ranks "
+                              "(torchrun --nproc_per_node): make it a multiple of the number of ranks")
+        self.watchdog = Watchdog(config.watchdog_seconds, dist.rank())
         self.cfg = config
         if isinstance(model, str):
             config.model = model
         self.run_dir = Path(config.output_dir or f"outputs/sft/run--{time.strftime('%Y%m%d-%H%M%S')}")
-        preflight(self.run_dir, config, RESUME_FIELDS)
+        if is_writer():  # the other ranks follow rank 0's run folder
+            preflight(self.run_dir, config, RESUME_FIELDS)
         self.model, self.tokenizer = model if isinstance(model, tuple) else load_model(model, for_training=True)
         self.examples = [tokenize_conversation(self.tokenizer, c, config.max_length) for c in conversations]
         self.examples = [e for e in self.examples if any(e.loss_mask)]
@@ -57,6 +68,7 @@ class SFTTrainer:
             self.total_steps = min(self.total_steps, config.max_steps)
         torch.manual_seed(config.seed)
         self.model = add_lora(self.model, config.lora_rank, config.lora_alpha)
+        dist.broadcast_params(p for p in self.model.parameters() if p.requires_grad)
         dev = next(self.model.parameters()).device.type
         self.learner = LocalLearner(self.model, config.lr, config.weight_decay, config.max_grad_norm,
                                     config.warmup_steps, self.total_steps, config.lr_schedule,
@@ -103,15 +115,19 @@ class SFTTrainer:
         t0 = time.perf_counter()
         self.model.train()
         units = self.step_units(step)
-        k = self.memory.micro_batch
-        mbs = [units[i:i + k] for i in range(0, len(units), k)]
+        lo, hi = dist.shard_range(len(units))  # this rank's share (all of it in one process)
+        mine, k = units[lo:hi], self.memory.micro_batch
+        mbs = [mine[i:i + k] for i in range(0, len(mine), k)]
         total = sum(sum(sum(e.loss_mask) for e in (u if isinstance(u, list) else [u])) for u in units)
         loss_sum = 0.0
-        for mb in mbs:
-            loss, _ = self.micro_loss(mb)
-            (loss / max(total, 1)).backward()
-            loss_sum += float(loss.detach())
-        opt = self.learner.optim_step()
+        with self.watchdog.phase("training"):
+            for mb in mbs:
+                loss, _ = self.micro_loss(mb)
+                (loss / max(total, 1)).backward()
+                loss_sum += float(loss.detach())
+        with self.watchdog.phase("collective"):
+            [loss_sum] = dist.all_sum([loss_sum])
+            opt = self.learner.optim_step()
         return {"step": step + 1, "loss": loss_sum / max(total, 1), "tokens": total,
                 "epoch": (step + 1) / self.steps_per_epoch, **opt, "time/train": time.perf_counter() - t0}
 
@@ -121,19 +137,18 @@ class SFTTrainer:
 
     def _train(self) -> dict[str, Any]:
         cfg = self.cfg
-        start = resume_step(self.run_dir, self.model, self.learner) if cfg.resume else 0
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        log = MetricsLog(self.run_dir, resume_step=start if cfg.resume else None)  # a bad line stops us here
-        write_manifest(self.run_dir, "sft", cfg, cfg.from_env, None)
-        progress = ProgressLine(self.total_steps, start)
-        last: dict[str, Any] = {}
-        for step in range(start, self.total_steps):
-            last = self.train_step(step)
-            log.log(last)
-            progress.update(step + 1, {"loss": last["loss"], "lr": last["lr"]})
-            if (step + 1) % cfg.save_every == 0 or step + 1 == self.total_steps:
-                save_checkpoint(self.run_dir, step + 1, self.model, self.learner.state_dict(),
-                                {"config": asdict(cfg)}, keep=cfg.keep_checkpoints, tokenizer=self.tokenizer)
+        log, progress = None, None
+        with self.watchdog:
+            with self.watchdog.phase("checkpoint"):
+                start = resume_step(self.run_dir, self.model, self.learner) if cfg.resume else 0
+            if is_writer():  # the other ranks compute their share of every step, rank 0 writes
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                log = MetricsLog(self.run_dir, resume_step=start if cfg.resume else None)  # a bad line stops us here
+                write_manifest(self.run_dir, "sft", cfg, cfg.from_env, None, extra={"world_size": self.world})
+                progress = ProgressLine(self.total_steps, start)
+            last = self._steps(start, log, progress)
+        if progress is None:
+            return last
         progress.close()
         self.save_final(self.run_dir / "final")
         try:
@@ -142,6 +157,23 @@ class SFTTrainer:
             plot_run(self.run_dir)
         except Exception as e:
             print(f"warning: could not draw the loss curve: {e}")
+        return last
+
+    def _steps(self, start: int, log: MetricsLog | None, progress: ProgressLine | None) -> dict[str, Any]:
+        """The remaining steps; ``log``/``progress`` are None on the ranks that do not write."""
+        cfg, last = self.cfg, {}
+        for step in range(start, self.total_steps):
+            self.watchdog.beat(step + 1)
+            last = self.train_step(step)
+            self.watchdog.beat(step + 1)
+            if log is None or progress is None:
+                continue
+            log.log(last)
+            progress.update(step + 1, {"loss": last["loss"], "lr": last["lr"]})
+            if (step + 1) % cfg.save_every == 0 or step + 1 == self.total_steps:
+                with self.watchdog.phase("checkpoint"):
+                    save_checkpoint(self.run_dir, step + 1, self.model, self.learner.state_dict(),
+                                    {"config": asdict(cfg)}, keep=cfg.keep_checkpoints, tokenizer=self.tokenizer)
         return last
 
     def save_final(self, out: Path) -> Path:
