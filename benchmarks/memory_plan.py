@@ -1,6 +1,6 @@
 """The --dry-run memory plan against the measured peak of real train steps on this CPU.
 
-A random-init Qwen3-architecture model of ~50M parameters (hidden 512, 12 layers, 8 heads / 4 KV
+A random-init Qwen3-architecture model of 54.5M parameters (hidden 512, 12 layers, 8 heads / 4 KV
 heads, MLP 1536, vocabulary 32,768) is built locally and trained with bf16 autocast over fp32
 weights (the learner's CPU/GPU setting). Each case runs in a fresh process: two train steps
 (``LocalLearner.forward_backward`` + ``optim_step``) on ``MB`` rows of ``P`` prompt + ``C``
