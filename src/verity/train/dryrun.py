@@ -29,6 +29,16 @@ def prompt_tokens(prompts: Sequence[Any], render: Callable[[Any], list[int]], sa
     return max((len(render(p)) for p in list(prompts)[:sample]), default=1)
 
 
+def token_counter(tok: Any) -> Callable[[Any], list[int]]:
+    """Prompt -> token ids with ``tok`` (chat messages through its template, text as is)."""
+    from verity.models.chat import render
+
+    def rend(p: Any) -> list[int]:
+        return list(tok(p, add_special_tokens=False)["input_ids"]) if isinstance(p, str) else render(tok, p)
+
+    return rend
+
+
 def rl_settings(cfg: RLConfig, shape: ModelShape, device: str, dtype: Any, prompt_len: int) -> MemorySettings:
     seq = prompt_len + cfg.max_tokens
     return resolve_settings(shape, device, micro_batch=cfg.micro_batch_size,
@@ -55,18 +65,12 @@ def _header(name: str, shape: ModelShape, lora_rank: int) -> str:
 def dry_run_rl(cfg: RLConfig, env: Any) -> list[str]:
     """The lines ``verity train --dry-run`` prints (the environment's prompts are rendered with the
     model's tokenizer to size the sequences)."""
-    from verity.models.chat import render
     from verity.models.loading import load_tokenizer, pick_device, pick_dtype
 
     shape = ModelShape.from_model(cfg.model)
-    tok = load_tokenizer(cfg.model)
     device = pick_device("auto")
     dtype = pick_dtype(cfg.dtype, device)
-
-    def rend(p: Any) -> list[int]:
-        return list(tok(p, add_special_tokens=False)["input_ids"]) if isinstance(p, str) else render(tok, p)
-
-    plen = prompt_tokens([ex.prompt for ex in env.get_examples("train")], rend)
+    plen = prompt_tokens([ex.prompt for ex in env.get_examples("train")], token_counter(load_tokenizer(cfg.model)))
     s = rl_settings(cfg, shape, device, dtype, plen)
     return [_header(cfg.model, shape, cfg.lora_rank),
             f"batch {cfg.group_size} x {cfg.groups_per_batch} rollouts, prompts up to {plen} tokens "

@@ -132,11 +132,11 @@ class RLTrainer:
     def _memory_settings(self, device: str, amp: Any) -> MemorySettings:
         """``auto`` micro-batch, decode batch and checkpointing from the memory plan of this model
         (its config) and the environment's longest prompt among the first 64."""
-        from verity.train.dryrun import prompt_tokens, rl_settings
+        from verity.train.dryrun import prompt_tokens, rl_settings, token_counter
         from verity.train.memory import ModelShape
 
         shape = ModelShape.from_config(self.model.config.to_dict())
-        plen = prompt_tokens([ex.prompt for ex in self.train_examples], self.sampler.render)
+        plen = prompt_tokens([ex.prompt for ex in self.train_examples], token_counter(self.tokenizer))
         return rl_settings(self.cfg, shape, device, amp, plen)
 
     def _make_sampler(self, name: str, amp: Any) -> Any:
