@@ -135,3 +135,26 @@ def parse_env_args(text: str | dict | None, flag_name: str = "-a") -> dict[str, 
     if not isinstance(v, dict):
         raise ConfigError(f"{flag_name} {text!r}: expected a JSON object like '{{\"key\": 1}}'")
     return v
+
+
+@dataclasses.dataclass(kw_only=True)
+class ChatTemplateFlags:
+    """How prompts are rendered: flags of every command that renders chats through a tokenizer
+    (keyword-only, so configs with a required positional field can include them)."""
+
+    chat_template: str | None = flag("--chat-template", default=None)
+    """Jinja chat-template file used instead of the tokenizer's own (needed when the tokenizer has none)."""
+    chat_template_kwargs: str = flag("--chat-template-kwargs", default="{}")
+    """JSON object of chat-template variables for every rendering, e.g. '{"enable_thinking": false}' for Qwen3."""
+
+    def template_kwargs(self) -> dict[str, Any]:
+        """``--chat-template-kwargs`` as a dict (a one-line :class:`ConfigError` for bad JSON or reserved keys)."""
+        from verity.models.chat import check_template_kwargs
+
+        return check_template_kwargs(parse_env_args(self.chat_template_kwargs, "--chat-template-kwargs"))
+
+    def check_chat_flags(self) -> None:
+        """Validate both flags before any compute."""
+        self.template_kwargs()
+        if self.chat_template is not None and not Path(self.chat_template).is_file():
+            raise ConfigError(f"--chat-template {self.chat_template}: file not found")

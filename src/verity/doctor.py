@@ -33,6 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from verity.errors import VerityError
+from verity.models.chat import render
 from verity.types import DoctorCheck, Example, Message, SamplingArgs
 
 PROBES = ("empty", "whitespace", "prompt_echo", "gold_broken_format", "very_long", "format_only")
@@ -227,8 +228,7 @@ def template_audit(tokenizer: Any, rollouts: Sequence[Any], eos_ids: Sequence[in
         if not r.prompt_ids or r.error:
             continue
         checked += 1
-        full = tokenizer.apply_chat_template([*r.prompt, *r.completion], tokenize=True)
-        full = list(full["input_ids"] if isinstance(full, dict) or hasattr(full, "keys") else full)
+        full = render(tokenizer, [*r.prompt, *r.completion], add_generation_prompt=False)
         p, c = list(r.prompt_ids), list(r.completion_ids)
         while c and c[-1] in eos_ids:
             c.pop()

@@ -24,7 +24,7 @@ from verity.train.config import RLConfig
 PRESET = "demo"
 #: ... + these of its fields, which the demo offers as flags (defaults from the preset).
 TUNABLE = ("steps", "group_size", "groups_per_batch", "lr", "loss", "scale_rewards", "lora_rank", "max_tokens",
-           "model", "seed")
+           "model", "seed", "chat_template", "chat_template_kwargs")
 
 
 @dataclass
@@ -62,6 +62,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
 
     out = Path(cfg.output_dir or f"outputs/demo/{time.strftime('%Y%m%d-%H%M%S')}")
     rl = training_config(args, out)
+    rl.check_chat_flags()
     resolve_model(rl.model)  # fail fast when the starter is missing
     if (out / "compare").exists():
         from verity.errors import ConfigError
@@ -77,7 +78,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     print(f"[3/3] eval base vs trained on {cfg.compare_examples} held-out examples (T=1.0)", flush=True)
     cc = CompareConfig(env=rl.env, models=[rl.model, str(out / "trained")], num_examples=cfg.compare_examples,
                        rollouts_per_example=1, temperature=1.0, max_tokens=rl.max_tokens, seed=rl.seed,
-                       output_dir=str(out / "compare"))
+                       output_dir=str(out / "compare"), chat_template=rl.chat_template,
+                       chat_template_kwargs=rl.chat_template_kwargs)
     c = compare(cc, out / "compare", show_progress=True)
     print()
     print(markdown_table(c))

@@ -32,7 +32,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         raise ConfigError(f"{cfg.output_dir}/results.jsonl already has results; pass --resume or choose another -o")
     sampler = make_sampler(cfg.model, base_url=cfg.base_url, api_key_env=cfg.api_key_var,
                            concurrency=cfg.concurrency, batch_size=cfg.batch_size, dtype=cfg.dtype,
-                           timeout=cfg.timeout, max_retries=cfg.max_retries)
+                           timeout=cfg.timeout, max_retries=cfg.max_retries, chat_template=cfg.chat_template,
+                           template_kwargs=cfg.template_kwargs())
     results = run_eval(env, sampler, cfg, show_progress=not cfg.json)
     if cfg.json:
         print(json.dumps(json_summary(cfg.env, cfg.model, results)))

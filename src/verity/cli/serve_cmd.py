@@ -9,13 +9,13 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from verity.cli.derive import add_dataclass_args, build_config
-from verity.config import flag
+from verity.config import ChatTemplateFlags, flag
 from verity.errors import ConfigError
 from verity.types import DType
 
 
 @dataclass
-class ServeConfig:
+class ServeConfig(ChatTemplateFlags):
     model: str = flag(positional=True)
     """Model to serve: local HF directory, hub id or `verity-tiny`."""
     host: str = flag("--host", default="127.0.0.1")
@@ -48,6 +48,7 @@ class ServeConfig:
     """Allow a non-loopback --host without --api-key-env (anyone who can reach the port can use it)."""
 
     def validate(self) -> None:
+        self.check_chat_flags()
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"--port {self.port}: must be 0..65535")
         if self.max_batch_size < 1:
@@ -93,7 +94,8 @@ def build_app(cfg: ServeConfig) -> Any:
     from verity.serve.app import create_app
     from verity.serve.batcher import auto_kv_tokens
 
-    sampler = HFSampler.from_pretrained(cfg.model, batch_size=cfg.max_batch_size, dtype=cfg.dtype)
+    sampler = HFSampler.from_pretrained(cfg.model, batch_size=cfg.max_batch_size, dtype=cfg.dtype,
+                                        chat_template=cfg.chat_template, template_kwargs=cfg.template_kwargs())
     key = os.environ[cfg.api_key_env] if cfg.api_key_env else None
     return create_app(sampler, cfg.served_model_name or cfg.model, api_key=key, max_batch_size=cfg.max_batch_size,
                       max_queue=cfg.max_queue, default_max_tokens=cfg.default_max_tokens,

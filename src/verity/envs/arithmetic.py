@@ -34,7 +34,7 @@ def load_environment(num_train_examples: int = 2000, num_eval_examples: int = 20
                      max_operand: int = 99) -> SingleTurnEnv:
     from datasets import Dataset
 
-    parser = XMLParser(["answer"], answer_field="answer")
+    parser = XMLParser(["answer"], answer_field="answer", strip_think=True)
     rubric = MathRubric([format_reward], [0.1], parser=parser)
     train = Dataset.from_list(make_rows(num_train_examples, random_seed, max_operand))
     test = Dataset.from_list(make_rows(num_eval_examples, random_seed + 1, max_operand))

@@ -49,7 +49,7 @@ def load_environment(num_train_examples: int = 2000, num_eval_examples: int = 20
                      min_words: int = 1, max_words: int = 3) -> SingleTurnEnv:
     from datasets import Dataset
 
-    parser = XMLParser(["reversed"], answer_field="reversed")
+    parser = XMLParser(["reversed"], answer_field="reversed", strip_think=True)
     rubric = Rubric([exact_match_reward, lcs_reward, format_reward], [1.0, 0.5, 0.1], parser=parser)
     train = Dataset.from_list(make_rows(num_train_examples, random_seed, min_words, max_words))
     test = Dataset.from_list(make_rows(num_eval_examples, random_seed + 1, min_words, max_words))

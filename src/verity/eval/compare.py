@@ -300,7 +300,8 @@ def compare(cfg: CompareConfig, out_dir: str | Path, show_progress: bool = True,
         if log:
             log(f"[{i + 1}/{len(cfg.models)}] {labels[i]} ({ecfg.base_url or 'in-process'})")
         sampler = make_sampler(model, base_url=ecfg.base_url, api_key_env=ecfg.api_key_var,
-                               concurrency=cfg.concurrency, batch_size=cfg.batch_size, dtype=cfg.dtype)
+                               concurrency=cfg.concurrency, batch_size=cfg.batch_size, dtype=cfg.dtype,
+                               chat_template=cfg.chat_template, template_kwargs=cfg.template_kwargs())
         res = run_eval(env, sampler, ecfg, show_progress=show_progress, out_dir=str(Path(out_dir) / subdirs[i]))
         del sampler  # free an in-process model before loading the next
         records.append(res.records)

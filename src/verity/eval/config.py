@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from verity.config import check_choices, flag, parse_env_args
+from verity.config import ChatTemplateFlags, check_choices, flag, parse_env_args
 from verity.errors import ConfigError
 from verity.types import DType, RewardErrorPolicy, check_sampling
 from verity.utils import output_dir_path
@@ -14,7 +14,7 @@ SAMPLING_FLAGS = {"max_tokens": "-t", "temperature": "-T", "top_p": "--top-p"}
 
 
 @dataclass
-class EvalFlags:
+class EvalFlags(ChatTemplateFlags):
     """What to sample and how much: shared by ``verity eval`` and ``verity compare``."""
 
     num_examples: int = flag("-n", "--num-examples", default=5)
@@ -85,3 +85,4 @@ class EvalConfig(EvalFlags):
             raise ConfigError("--resume needs -o OUT_DIR (the run to continue)")
         parse_env_args(self.env_args)
         parse_env_args(self.sampling_args, "-S")
+        self.check_chat_flags()

@@ -7,6 +7,12 @@ format) out of sampled text. A template that knows about ``tools`` gets them as 
 ``tools=`` argument; for any other template the tool schemas go into the system message and
 an assistant message's ``tool_calls`` are written back into its content as ``<tool_call>``
 blocks, so the model sees the same format it is asked to produce.
+
+Template arguments (``--chat-template-kwargs '{"enable_thinking": false}'``) are attached to the
+tokenizer once (:func:`set_template_kwargs`), so every rendering through it — sampler, multi-turn
+bridges, SFT data, the server — passes them to the template; a server request can add its own
+(``chat_template_kwargs``) on top. :func:`end_of_turn_ids` reads the token(s) a template closes
+an assistant turn with (``<|im_end|>``, ``<|eot_id|>``, ``<|end|>``), which samplers stop on.
 """
 
 from __future__ import annotations
@@ -27,6 +33,46 @@ TOOLS_SYSTEM = (
     "<tool_call></tool_call> XML tags:\n<tool_call>\n{{\"name\": <function-name>, \"arguments\": <args-json-object>}}\n"
     "</tool_call>"
 )
+
+
+TEMPLATE_KWARGS_ATTR = "verity_chat_template_kwargs"
+#: apply_chat_template's own arguments: verity sets them, template kwargs may not.
+RESERVED_KWARGS = frozenset({"conversation", "messages", "tools", "documents", "add_generation_prompt",
+                             "continue_final_message", "tokenize", "padding", "truncation", "max_length",
+                             "return_tensors", "return_dict", "return_assistant_tokens_mask", "tokenizer_kwargs",
+                             "chat_template"})
+NO_TEMPLATE_FIX = "pass --chat-template FILE (a Jinja chat template) or use a tokenizer that has one"
+
+
+def check_template_kwargs(kwargs: Mapping[str, Any], where: str = "--chat-template-kwargs") -> dict[str, Any]:
+    """``kwargs`` as a dict, or a one-line :class:`ConfigError` naming a key verity sets itself."""
+    from verity.errors import ConfigError
+
+    bad = sorted(set(kwargs) & RESERVED_KWARGS)
+    if bad:
+        raise ConfigError(f"{where}: {bad[0]!r} is an argument of apply_chat_template that verity sets itself, "
+                          "not a template variable")
+    return dict(kwargs)
+
+
+def set_template_kwargs(tokenizer: Any, kwargs: Mapping[str, Any] | None) -> Any:
+    """Attach template arguments to ``tokenizer``: every :func:`render` through it passes them on."""
+    setattr(tokenizer, TEMPLATE_KWARGS_ATTR, check_template_kwargs(kwargs or {}))
+    return tokenizer
+
+
+def template_kwargs(tokenizer: Any) -> dict[str, Any]:
+    """The template arguments attached to ``tokenizer`` ({} when none)."""
+    return dict(getattr(tokenizer, TEMPLATE_KWARGS_ATTR, None) or {})
+
+
+def require_template(tokenizer: Any) -> None:
+    """A one-line :class:`ConfigError` when ``tokenizer`` has no chat template (no silent fallback)."""
+    from verity.errors import ConfigError
+
+    if not getattr(tokenizer, "chat_template", None):
+        name = getattr(tokenizer, "name_or_path", "") or "the model"
+        raise ConfigError(f"{name}: the tokenizer has no chat template; {NO_TEMPLATE_FIX}")
 
 
 def template_text(tokenizer: Any) -> str:
@@ -89,13 +135,71 @@ def _ids(out: Any) -> list[int]:
 
 
 def render(tokenizer: Any, messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]] | None = None,
-           add_generation_prompt: bool = True, tokenize: bool = True) -> Any:
-    """Token ids (or the text, ``tokenize=False``) of ``messages`` through the chat template."""
-    aware = is_tool_aware(tokenizer)
-    kw: dict[str, Any] = {"tools": list(tools)} if tools and aware else {}
-    out = tokenizer.apply_chat_template(template_messages(messages, tools, aware),
-                                        add_generation_prompt=add_generation_prompt, tokenize=tokenize, **kw)
+           add_generation_prompt: bool = True, tokenize: bool = True,
+           extra_kwargs: Mapping[str, Any] | None = None) -> Any:
+    """Token ids (or the text, ``tokenize=False``) of ``messages`` through the chat template, with
+    the tokenizer's template arguments (:func:`set_template_kwargs`) updated by ``extra_kwargs``."""
+    out = _apply(tokenizer, messages, tools, extra_kwargs, add_generation_prompt=add_generation_prompt,
+                 tokenize=tokenize)
     return _ids(out) if tokenize else out
+
+
+def _apply(tokenizer: Any, messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]] | None,
+           extra_kwargs: Mapping[str, Any] | None, **call: Any) -> Any:
+    """``apply_chat_template`` with tools handled and the template arguments applied."""
+    require_template(tokenizer)
+    aware = is_tool_aware(tokenizer)
+    kw: dict[str, Any] = {**template_kwargs(tokenizer), **(extra_kwargs or {})}
+    if tools and aware:
+        kw["tools"] = list(tools)
+    return tokenizer.apply_chat_template(template_messages(messages, tools, aware), **call, **kw)
+
+
+def has_generation_blocks(tokenizer: Any) -> bool:
+    """Whether the chat template marks assistant output with ``{% generation %}`` (an assistant mask)."""
+    return re.search(r"\{%-?\s*generation\s*-?%\}", template_text(tokenizer)) is not None
+
+
+def render_assistant_mask(tokenizer: Any, messages: Sequence[Mapping[str, Any]],
+                          tools: Sequence[Mapping[str, Any]] | None = None) -> tuple[list[int], list[int]]:
+    """(ids, 0/1 mask) of a whole conversation from the template's own ``{% generation %}`` blocks."""
+    out = _apply(tokenizer, messages, tools, None, add_generation_prompt=False, tokenize=True, return_dict=True,
+                 return_assistant_tokens_mask=True)
+    return _ids(out), [int(m) for m in out["assistant_masks"]]
+
+
+EOT_SENTINEL = "verity-end-of-turn-probe-5d1e"
+#: End-of-turn tokens of common chat families, stopped on when the vocabulary has them as special tokens.
+KNOWN_END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>",
+                     "<|end_of_text|>")
+
+
+def end_of_turn_ids(tokenizer: Any) -> list[int]:
+    """Token ids that end an assistant turn under the tokenizer's chat template.
+
+    Read off the template: an assistant message is rendered and the special token right after
+    its content is the end-of-turn token. Known end-of-turn tokens (``<|im_end|>``,
+    ``<|eot_id|>``, ...) that the vocabulary holds as special tokens are added.
+    """
+    specials = {t: i for t, i in zip(getattr(tokenizer, "all_special_tokens", []) or [],
+                                     getattr(tokenizer, "all_special_ids", []) or [], strict=False)}
+    for i, added in (getattr(tokenizer, "added_tokens_decoder", None) or {}).items():
+        if getattr(added, "special", False):
+            specials[str(added)] = int(i)
+    out = {specials[t] for t in KNOWN_END_OF_TURN if t in specials}
+    if getattr(tokenizer, "chat_template", None):
+        try:
+            text = render(tokenizer, [{"role": "user", "content": "."}, {"role": "assistant", "content": EOT_SENTINEL}],
+                          add_generation_prompt=False, tokenize=False)
+        except Exception:  # a template that insists on other roles/orders: fall back to the known tokens
+            text = ""
+        cut = text.rfind(EOT_SENTINEL)
+        if cut >= 0:
+            tail = list(tokenizer(text[cut + len(EOT_SENTINEL):], add_special_tokens=False)["input_ids"])
+            first = next((t for t in tail if t in specials.values()), None)
+            if first is not None and tokenizer.decode([t for t in tail[:tail.index(first)]]).strip() == "":
+                out.add(first)
+    return sorted(out)
 
 
 @dataclass(frozen=True)

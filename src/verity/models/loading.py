@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from verity.errors import ConfigError, VerityError
 
 STARTER = "verity-tiny"
-DEFAULT_CHAT_TEMPLATE = (
-    "{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}<|end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
-)
 
 
 def starter_path() -> Path:
@@ -104,9 +101,26 @@ def load_tokenizer(name: str) -> Any:
         raise _hub_error(name, e) from None
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
-    if not getattr(tok, "chat_template", None):
-        tok.chat_template = DEFAULT_CHAT_TEMPLATE
     return tok
+
+
+def configure_chat(tokenizer: Any, chat_template: str | None = None,
+                   template_kwargs: Mapping[str, Any] | None = None) -> Any:
+    """Apply ``--chat-template FILE`` and ``--chat-template-kwargs`` to ``tokenizer`` (returned).
+
+    A tokenizer without a chat template keeps none: rendering a chat with it is then a one-line
+    error naming the fix (:func:`verity.models.chat.require_template`), never a silent fallback.
+    """
+    from verity.models.chat import set_template_kwargs
+
+    if chat_template is not None:
+        p = Path(chat_template)
+        if not p.is_file():
+            raise ConfigError(f"--chat-template {chat_template}: file not found")
+        tokenizer.chat_template = p.read_text(encoding="utf-8")
+    if template_kwargs is not None:
+        set_template_kwargs(tokenizer, template_kwargs)
+    return tokenizer
 
 
 def load_model(name: str, dtype: str = "auto", device: str = "auto", for_training: bool = False) -> tuple[Any, Any]:

@@ -7,6 +7,22 @@ from typing import Any
 from verity.parsers.base import Parser
 
 
+def strip_leading_think(text: str) -> str:
+    """``text`` without a leading ``<think>…</think>`` block (what a reasoning model writes before it answers).
+
+    A text that opens ``<think>`` and never closes it is all thought: ``""``. A text holding a
+    ``</think>`` with no ``<think>`` before it (the template opened the block in the prompt, as
+    Qwen3-Thinking's does) loses everything up to that ``</think>``. Other texts are returned as is.
+    """
+    s = text.lstrip()
+    end = s.find("</think>")
+    if s.startswith("<think>"):
+        return "" if end < 0 else s[end + len("</think>"):]
+    if end >= 0 and "<think>" not in s[:end]:
+        return s[end + len("</think>"):]
+    return text
+
+
 def follows_think_format(text: str) -> float:
     """1.0 when ``text`` starts with its only ``<think>`` block, closes it once and has text after it."""
     ok = (text.strip().startswith("<think>") and text.count("<think>") == 1 and text.count("</think>") == 1

@@ -14,6 +14,7 @@ from typing import Any
 
 from verity.errors import ConfigTypeError, ConfigValueError
 from verity.parsers.base import Parser, _identity
+from verity.parsers.think import strip_leading_think
 from verity.types import Message
 
 
@@ -44,12 +45,22 @@ class XMLParser(Parser):
     ``XMLParser(["reasoning", ("code", "answer")], answer_field="answer")``: ``parse`` exposes
     ``.reasoning``, ``.code`` and ``.answer``. ``extract_fn`` is accepted and stored, and, as in
     verifiers, not applied by ``parse``.
+
+    ``strip_think=True`` (a verity extension; verifiers has no such option and matches tags
+    anywhere, also inside a reasoning model's ``<think>`` block) parses and format-scores the text
+    after a leading ``<think>…</think>`` block, so tags a model writes while thinking are not
+    taken as its answer (:func:`verity.parsers.think.strip_leading_think`). verity's own
+    environments use it.
     """
 
     def __init__(self, fields: Sequence[str | tuple[str, ...]], answer_field: str = "answer",
-                 extract_fn: Callable[[str], Any] = _identity):
+                 extract_fn: Callable[[str], Any] = _identity, *, strip_think: bool = False):
         super().__init__(extract_fn=extract_fn)
         self._fields = _check_fields(fields)
+        if strip_think and any("think" in alts for _, alts in self._fields):
+            raise ConfigValueError("XMLParser: strip_think=True removes the <think> block, so 'think' cannot "
+                                   "also be a field")
+        self.strip_think = strip_think
         self.answer_field = answer_field
         # Tag names are matched literally (verity escapes them; verifiers does not, see docs/verifiers.md).
         self._patterns = {
@@ -82,6 +93,8 @@ class XMLParser(Parser):
         """One attribute per tag name (alternatives included): the content of its first
         (``last=True``: last) occurrence, or None. The match already excludes the whitespace
         next to the tags, so ``strip`` only matters for whitespace the regex cannot see."""
+        if self.strip_think:
+            text = strip_leading_think(text)
         out: dict[str, str | None] = {}
         for _, alts in self._fields:
             for alt in alts:
@@ -121,6 +134,8 @@ class XMLParser(Parser):
         whitespace-trimming pattern, so it always passes) + 0.2 if the stripped message
         starts with a first-field tag + 0.2 if it ends with a last-field closing tag.
         """
+        if self.strip_think:
+            text = strip_leading_think(text)
         parsed = self.parse(text)
         has_any_field = False
         present: set[int] = set()

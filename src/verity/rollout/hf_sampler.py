@@ -38,21 +38,19 @@ class HFSampler:
         #: CPU (same outputs as before, finished rows leave at once), every 16 on an accelerator.
         self.check_every = check_every
         self._lock = threading.Lock()
-        eos = tokenizer.eos_token_id
-        extra = getattr(model.generation_config, "eos_token_id", None) if hasattr(model, "generation_config") else None
-        ids = {eos} if isinstance(eos, int) else set(eos or [])
-        ids |= {extra} if isinstance(extra, int) else set(extra or [])
-        self.eos_ids = sorted(i for i in ids if i is not None)
+        self.eos_ids = stop_ids(model, tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
         #: Context window in tokens (prompt + completion), None when the config does not say.
         self.context: int | None = getattr(model.config, "max_position_embeddings", None)
 
     @classmethod
-    def from_pretrained(cls, name: str, batch_size: int = 64, dtype: str = "auto", device: str = "auto") -> HFSampler:
-        from verity.models.loading import load_model
+    def from_pretrained(cls, name: str, batch_size: int = 64, dtype: str = "auto", device: str = "auto",
+                        chat_template: str | None = None,
+                        template_kwargs: Mapping[str, Any] | None = None) -> HFSampler:
+        from verity.models.loading import configure_chat, load_model
 
         model, tok = load_model(name, dtype=dtype, device=device)
-        return cls(model, tok, batch_size=batch_size, name=name)
+        return cls(model, configure_chat(tok, chat_template, template_kwargs), batch_size=batch_size, name=name)
 
     def render(self, prompt: ChatOrText, tools: Sequence[Mapping[str, Any]] | None = None) -> list[int]:
         """Prompt token ids through the tokenizer's chat template (tools offered when given); plain
@@ -232,6 +230,20 @@ class HFSampler:
             if was_training:
                 model.train()
         return results(rows, args.top_logprobs)
+
+
+def stop_ids(model: Any, tokenizer: Any) -> list[int]:
+    """Token ids that end a completion: the tokenizer's EOS, ``generation_config``'s EOS, and the
+    chat template's end-of-turn token(s) (``<|im_end|>``, ``<|eot_id|>``, ... — a base checkpoint's
+    EOS is end-of-text, so without them rollouts would run past the end of the turn)."""
+    from verity.models.chat import end_of_turn_ids
+
+    eos = tokenizer.eos_token_id
+    extra = getattr(model.generation_config, "eos_token_id", None) if hasattr(model, "generation_config") else None
+    ids = {eos} if isinstance(eos, int) else set(eos or [])
+    ids |= {extra} if isinstance(extra, int) else set(extra or [])
+    ids |= set(end_of_turn_ids(tokenizer))
+    return sorted(i for i in ids if i is not None)
 
 
 def _preallocate(cache: Any, extra: int) -> None:

@@ -24,8 +24,12 @@ class OpenAISampler:
     """Chat completions from an OpenAI-compatible server (``verity serve``, vLLM, hosted APIs)."""
 
     def __init__(self, model: str, base_url: str | None = None, api_key_env: str | None = None,
-                 client: Any = None, concurrency: int = 32, timeout: float = 120.0, max_retries: int = 2):
+                 client: Any = None, concurrency: int = 32, timeout: float = 120.0, max_retries: int = 2,
+                 template_kwargs: Mapping[str, Any] | None = None):
         import openai
+
+        #: sent as ``chat_template_kwargs`` with every chat request (vLLM's extra field, also ``verity serve``'s)
+        self.template_kwargs = dict(template_kwargs or {})
 
         self.name = model
         self.base_url = base_url
@@ -68,6 +72,8 @@ class OpenAISampler:
                                    top_p=args.top_p)
         if chat:
             req["messages"] = list(prompt)
+            if self.template_kwargs:
+                req["extra_body"] = {"chat_template_kwargs": self.template_kwargs}
         else:
             req["prompt"] = prompt
         if args.stop:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
+from verity.errors import ConfigError
 from verity.types import ChatOrText, Completion, SamplingArgs
 
 
@@ -52,16 +53,25 @@ def make_sampler(
     dtype: str = "auto",
     timeout: float = 120.0,
     max_retries: int = 2,
+    chat_template: str | None = None,
+    template_kwargs: Mapping[str, Any] | None = None,
 ) -> Sampler:
     """Build a sampler for ``model``: a Sampler (returned as is), an OpenAI client, a model
-    path / hub id / ``verity-tiny`` (local HF), or a model name served at ``base_url``."""
+    path / hub id / ``verity-tiny`` (local HF), or a model name served at ``base_url``.
+
+    ``chat_template`` (a Jinja file) and ``template_kwargs`` apply to in-process models; an
+    endpoint gets ``template_kwargs`` as the ``chat_template_kwargs`` request field (vLLM's and
+    ``verity serve``'s) and renders with its own template."""
     if isinstance(model, Sampler) and not isinstance(model, str):
         return model
     if base_url is not None:
         from verity.rollout.openai_sampler import OpenAISampler
 
+        if chat_template is not None:
+            raise ConfigError(f"--chat-template {chat_template}: applies to in-process models; the endpoint at "
+                              f"{base_url} renders prompts with its own template")
         return OpenAISampler(base_url=base_url, model=model, api_key_env=api_key_env, concurrency=concurrency,
-                             timeout=timeout, max_retries=max_retries)
+                             timeout=timeout, max_retries=max_retries, template_kwargs=template_kwargs)
     cls_mod = type(model).__module__
     if cls_mod.startswith("openai"):
         from verity.rollout.openai_sampler import OpenAISampler
@@ -72,7 +82,11 @@ def make_sampler(
     from verity.rollout.hf_sampler import HFSampler
 
     if isinstance(model, str):
-        return HFSampler.from_pretrained(model, batch_size=batch_size, dtype=dtype)
+        return HFSampler.from_pretrained(model, batch_size=batch_size, dtype=dtype, chat_template=chat_template,
+                                         template_kwargs=template_kwargs)
     if isinstance(model, tuple) and len(model) == 2:
-        return HFSampler(model[0], model[1], batch_size=batch_size, name=model_name)
+        from verity.models.loading import configure_chat
+
+        return HFSampler(model[0], configure_chat(model[1], chat_template, template_kwargs), batch_size=batch_size,
+                         name=model_name)
     raise TypeError(f"cannot make a sampler from {type(model).__name__}")

@@ -272,7 +272,7 @@ def _add_routes(app: FastAPI, st: _State) -> None:
         """Chat completion (OpenAI shape): n choices, stop, seed, tools / tool_calls, SSE when stream is true."""
         _check_model(st, req.model)
         tools = active_tools(req)
-        ids = render_chat(st.sampler.tokenizer, req.messages, tools)
+        ids = render_chat(st.sampler.tokenizer, req.messages, tools, req.chat_template_kwargs)
         max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
         if req.top_logprobs is not None and not req.logprobs:
             raise P.APIError(400, "top_logprobs needs logprobs: true", param="top_logprobs")

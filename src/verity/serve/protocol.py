@@ -132,6 +132,9 @@ class ChatCompletionRequest(_Sampling):
     top_logprobs: Int | None = Field(None, ge=0, le=20)
     tools: list[Tool] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    chat_template_kwargs: dict[str, Any] | None = None
+    """vLLM's extra field: variables for the chat template (e.g. {"enable_thinking": false}), on top of
+    the server's --chat-template-kwargs."""
 
 
 class CompletionRequest(_Sampling):

@@ -62,10 +62,20 @@ def _message_dict(m: ChatMessage) -> dict[str, Any]:
     return d
 
 
-def render_chat(tokenizer: Any, messages: Sequence[ChatMessage], tools: list[dict[str, Any]] | None) -> list[int]:
-    """Token ids of the chat prompt (generation prompt opened)."""
+def render_chat(tokenizer: Any, messages: Sequence[ChatMessage], tools: list[dict[str, Any]] | None,
+                template_kwargs: dict[str, Any] | None = None) -> list[int]:
+    """Token ids of the chat prompt (generation prompt opened); ``template_kwargs`` (the request's
+    ``chat_template_kwargs``) update the server's own template arguments."""
+    from verity.errors import VerityError
+
     try:
-        return chat.render(tokenizer, [_message_dict(m) for m in messages], tools)
+        kw = chat.check_template_kwargs(template_kwargs or {}, "chat_template_kwargs")
+    except VerityError as e:
+        raise APIError(400, str(e), param="chat_template_kwargs") from None
+    try:
+        return chat.render(tokenizer, [_message_dict(m) for m in messages], tools, extra_kwargs=kw)
+    except VerityError as e:  # a model without a chat template
+        raise APIError(400, str(e), param="messages") from None
     except Exception as e:  # template errors (roles out of order, ...), undecodable text
         msg = f"cannot render the messages with the model's chat template: {e}"
         raise APIError(400, msg, param="messages") from None

@@ -7,7 +7,7 @@ from typing import Literal
 
 from verity.algos.advantages import Estimator, Scale
 from verity.algos.losses import LossType
-from verity.config import check_choices, flag
+from verity.config import ChatTemplateFlags, check_choices, flag
 from verity.errors import ConfigError
 from verity.types import TrainDType, check_sampling
 
@@ -36,7 +36,7 @@ def auto_or_int(value: int | str, name: str) -> int | str:
 
 
 @dataclass
-class RunFlags:
+class RunFlags(ChatTemplateFlags):
     """Flags every training run has (RL and SFT)."""
 
     max_grad_norm: float = flag("--max-grad-norm", default=1.0)
@@ -73,6 +73,7 @@ class RunFlags:
             raise ConfigError(f"--watchdog-seconds {self.watchdog_seconds}: must be >= 0 (0 = off)")
         if self.resume and not getattr(self, "output_dir", None):
             raise ConfigError("--resume needs -o RUN_DIR (the run to continue)")
+        self.check_chat_flags()
 
 
 @dataclass

@@ -27,6 +27,7 @@ from verity.algos.advantages import compute_advantages
 from verity.algos.losses import batch_share, mismatch_kl, policy_loss, truncated_is_weights
 from verity.envs.base import Environment
 from verity.errors import ConfigError
+from verity.models.loading import configure_chat
 from verity.train import dist
 from verity.train.batching import make_batch, split_batch
 from verity.train.checkpoint import resume_step, save_checkpoint
@@ -105,6 +106,7 @@ class RLTrainer:
             preflight(self.run_dir, config, RESUME_FIELDS)
         self.model, self.tokenizer = self._load_model(model)
         from verity.models.loading import pick_dtype
+        configure_chat(self.tokenizer, config.chat_template, config.template_kwargs() or None)
         from verity.train.learner import LocalLearner, add_lora
 
         dev = next(self.model.parameters()).device.type

@@ -40,7 +40,7 @@ class SFTTrainer:
     """``SFTTrainer(conversations, model, config).train()``; ``model`` is a name/path or (model, tokenizer)."""
 
     def __init__(self, conversations: Sequence[Sequence[Message]], model: Any, config: SFTConfig):
-        from verity.models.loading import load_model, pick_dtype
+        from verity.models.loading import configure_chat, load_model, pick_dtype
         from verity.train.learner import LocalLearner, add_lora
 
         config.validate_run()
@@ -57,7 +57,9 @@ class SFTTrainer:
         if is_writer():  # the other ranks follow rank 0's run folder
             preflight(self.run_dir, config, RESUME_FIELDS)
         self.model, self.tokenizer = model if isinstance(model, tuple) else load_model(model, for_training=True)
-        self.examples = [tokenize_conversation(self.tokenizer, c, config.max_length) for c in conversations]
+        configure_chat(self.tokenizer, config.chat_template, config.template_kwargs() or None)
+        self.examples = [tokenize_conversation(self.tokenizer, c, config.max_length, f"conversation {k}")
+                         for k, c in enumerate(conversations)]
         self.examples = [e for e in self.examples if any(e.loss_mask)]
         if not self.examples:
             raise ConfigError("no SFT example has assistant tokens within --max-length")

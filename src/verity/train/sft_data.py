@@ -1,9 +1,11 @@
 """SFT data: load prompt/completion or chat ``messages`` rows, tokenize with the chat template,
 mask everything but assistant tokens, and build (optionally packed) batches.
 
-Tokenisation renders each conversation prefix with the tokenizer's chat template, so the
-loss mask covers exactly the tokens the template emits for assistant turns (content and
-end-of-turn token) and nothing of system/user/tool turns.
+Each conversation is rendered once with the tokenizer's chat template (and the template
+arguments attached to it); the loss mask covers exactly the tokens of assistant turns (what the
+model generates after the generation prompt, through the end-of-turn token) and nothing of
+system/user/tool turns: from the template's ``{% generation %}`` blocks when it has them, else
+from a checked render diff (:func:`render_diff_mask`).
 """
 
 from __future__ import annotations
@@ -85,25 +87,76 @@ def rows_from_env(env: Any) -> list[list[Message]]:
     return out
 
 
-def _render(tok: Any, msgs: Sequence[Message], gen: bool) -> list[int]:
-    ids = tok.apply_chat_template(list(msgs), add_generation_prompt=gen, tokenize=True)
-    return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+def tokenize_conversation(tok: Any, msgs: Sequence[Message], max_length: int, where: str = "conversation",
+                          ) -> SFTExample:
+    """Token ids + assistant-only loss mask (truncated to ``max_length``).
 
+    The mask comes from the template's own ``{% generation %}`` blocks when it has them, else
+    from :func:`render_diff_mask`.
+    """
+    from verity.models.chat import has_generation_blocks, render_assistant_mask
 
-def tokenize_conversation(tok: Any, msgs: Sequence[Message], max_length: int) -> SFTExample:
-    """Token ids + assistant-only loss mask (truncated to ``max_length``)."""
-    ids: list[int] = []
-    mask: list[int] = []
-    for i, m in enumerate(msgs):
-        upto = _render(tok, msgs[: i + 1], gen=False)
-        if m.get("role") == "assistant":
-            head = _render(tok, msgs[:i], gen=True) if i else []
-            if upto[: len(head)] != head:
-                raise DatasetError("chat template renders an assistant turn inconsistently; cannot mask prompts")
-            ids, mask = ids + head[len(ids):], mask + [0] * (len(head) - len(ids))
-        mask += [1 if m.get("role") == "assistant" else 0] * (len(upto) - len(ids))
-        ids = upto
+    if has_generation_blocks(tok):
+        ids, mask = render_assistant_mask(tok, msgs)
+    else:
+        ids, mask = render_diff_mask(tok, msgs, where)
     return SFTExample(tuple(ids[:max_length]), tuple(mask[:max_length]))
+
+
+def render_diff_mask(tok: Any, msgs: Sequence[Message], where: str = "conversation") -> tuple[list[int], list[int]]:
+    """(ids, mask) of the whole conversation rendered once, the mask read by diffing renders.
+
+    Assistant message ``i`` starts where the full rendering stops agreeing with the rendering of
+    ``msgs[:i]`` with the generation prompt opened (what the model would be conditioned on), and
+    ends at the template's end-of-turn token after it (included). Templates may rewrite earlier
+    turns (Qwen3 adds an empty think block only to the last assistant turn), so no rendering is
+    assumed to be a prefix of another. Each span is checked: it holds the message's visible text,
+    ends at the end-of-turn token, and contains no other special token (a role header of another
+    turn); otherwise a :class:`DatasetError` naming the conversation and message.
+    """
+    from verity.models.chat import end_of_turn_ids, render
+
+    full = render(tok, msgs, add_generation_prompt=False)
+    eot = set(end_of_turn_ids(tok))
+    special = set(getattr(tok, "all_special_ids", None) or []) | eot
+    mask = [0] * len(full)
+    done = 0
+    for i, m in enumerate(msgs):
+        if m.get("role") != "assistant":
+            continue
+        head = render(tok, msgs[:i], add_generation_prompt=True) if i else []
+        start = _common_prefix(full, head)
+        end = next((j + 1 for j in range(start, len(full)) if full[j] in eot), None) if eot else \
+            _common_prefix(full, render(tok, msgs[: i + 1], add_generation_prompt=False))
+        problem = _span_problem(tok, full, start, end, done, str(m.get("content") or ""), special, eot)
+        if problem:
+            raise DatasetError(f"{where}, message {i}: cannot locate the assistant tokens under this chat template "
+                               f"({problem}); use a template with {{% generation %}} blocks")
+        assert end is not None  # _span_problem rejects a missing end
+        mask[start:end] = [1] * (end - start)
+        done = end
+    return full, mask
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    return next((k for k in range(n) if a[k] != b[k]), n)
+
+
+def _span_problem(tok: Any, full: list[int], start: int, end: int | None, done: int, content: str,
+                  special: set[int], eot: set[int]) -> str | None:
+    """Why ``full[start:end]`` is not the assistant message with visible text ``content`` (None if it is)."""
+    if end is None:
+        return "no end-of-turn token after it"
+    if start < done or end <= start:
+        return "its tokens overlap the previous assistant message"
+    inner = full[start:end - 1] if full[end - 1] in eot else full[start:end]
+    if any(t in special for t in inner):
+        return f"it would include the special token {tok.decode([next(t for t in inner if t in special)])!r}"
+    visible = content.split("</think>")[-1].strip()
+    if visible and visible not in tok.decode(full[start:end]):
+        return "its rendered tokens do not hold the message text"
+    return None
 
 
 def pad_batch(examples: Sequence[SFTExample], pad_id: int) -> Batch:

@@ -115,7 +115,7 @@ def load_environment(num_train_examples: int = 1000, num_eval_examples: int = 10
                      max_turns: int = 4, tool_timeout: float = 5.0) -> CalculatorEnv:
     from datasets import Dataset
 
-    parser = XMLParser(["answer"], answer_field="answer")
+    parser = XMLParser(["answer"], answer_field="answer", strip_think=True)
     rubric = Rubric([correct_with_tool, tool_used, answer_format], [1.0, 0.2, 0.1], parser=parser)
     return CalculatorEnv(
         tools=[calculate], max_turns=max_turns, tool_timeout=tool_timeout,

@@ -38,7 +38,7 @@ Text: Patient DOB 03/14/1988, room 12, email j.ortiz@mail.com.
 Patient DOB [PII], room 12, email [PII].
 </masked_output>"""
 
-parser = XMLParser(["masked_output"], answer_field="masked_output")
+parser = XMLParser(["masked_output"], answer_field="masked_output", strip_think=True)
 
 
 def exact_match_reward(completion: Any, answer: str) -> float:
