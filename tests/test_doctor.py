@@ -90,10 +90,12 @@ def test_with_a_model_audits_rollouts_and_template(tiny_model_dir):
 class _Tok:
     """A chat template that re-renders the conversation with one token changed (or none)."""
 
+    chat_template = "(fake)"
+
     def __init__(self, at: int | None):
         self.at = at
 
-    def apply_chat_template(self, conv, tokenize=True):
+    def apply_chat_template(self, conv, tokenize=True, add_generation_prompt=False):
         ids = [1, 2, 3, 4, 5, 6, 0]
         if self.at is not None:
             ids[self.at] = 9
