@@ -241,7 +241,7 @@ def decode_loop(step: Any, logits: Any, B: int, args: SamplingArgs, gen: Any, eo
             admit_now = admit is not None
         if batch.b:
             logits = step(tok)
-        if admit_now:
+        if admit_now and admit is not None:
             admit_now = False
             joined = admit(batch.b)
             if joined is not None:
