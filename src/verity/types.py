@@ -304,6 +304,24 @@ class RolloutBatch:
 
 
 @dataclass(frozen=True)
+class PreferencePair:
+    """One preference: a prompt with a preferred (chosen) and a dispreferred (rejected) completion."""
+
+    prompt: tuple[Message, ...]
+    chosen: tuple[Message, ...]
+    rejected: tuple[Message, ...]
+
+
+@dataclass(frozen=True)
+class LabelledCompletion:
+    """One unpaired preference (KTO): a prompt, a completion, and whether it is desirable."""
+
+    prompt: tuple[Message, ...]
+    completion: tuple[Message, ...]
+    desirable: bool
+
+
+@dataclass(frozen=True)
 class Batch:
     """Right-padded token tensors for one learner step; built by :func:`verity.train.batching.make_batch`.
 

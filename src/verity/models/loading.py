@@ -123,9 +123,12 @@ def configure_chat(tokenizer: Any, chat_template: str | None = None,
     return tokenizer
 
 
-def load_model(name: str, dtype: str = "auto", device: str = "auto", for_training: bool = False) -> tuple[Any, Any]:
-    """(model, tokenizer). Training keeps fp32 master weights (bf16 autocast is applied by the learner)."""
-    from transformers import AutoModelForCausalLM
+def load_model(name: str, dtype: str = "auto", device: str = "auto", for_training: bool = False,
+               scalar_head: bool = False) -> tuple[Any, Any]:
+    """(model, tokenizer). Training keeps fp32 master weights (bf16 autocast is applied by the learner).
+    ``scalar_head``: the LM's body with one scalar output read at the last token (a reward model;
+    the head is new unless ``name`` is already such a model)."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     path = resolve_model(name)
     quiet_transformers()
@@ -138,11 +141,17 @@ def load_model(name: str, dtype: str = "auto", device: str = "auto", for_trainin
     from safetensors import SafetensorError
 
     try:
-        model: Any = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+        if scalar_head:
+            model: Any = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch_dtype, num_labels=1)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
     except SafetensorError as e:
         raise VerityError(f"-m {name}: its weights (*.safetensors) are truncated or corrupt: {e}") from None
     except OSError as e:
         raise _hub_error(name, e) from None
     model.to(dev)
     model.eval()
-    return model, load_tokenizer(name)
+    tok = load_tokenizer(name)
+    if scalar_head and model.config.pad_token_id is None:  # the head reads the last token that is not padding
+        model.config.pad_token_id = tok.pad_token_id
+    return model, tok

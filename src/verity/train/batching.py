@@ -84,3 +84,9 @@ def epoch_order(n: int, seed: int, epoch: int) -> tuple[int, ...]:
     order = list(range(n))
     random.Random(seed * 1_000_003 + epoch).shuffle(order)
     return tuple(order)
+
+
+def step_indices(n: int, batch_size: int, seed: int, step: int) -> list[int]:
+    """The rows of ``step`` when an epoch-based trainer takes ``batch_size`` rows per step from the
+    per-epoch shuffles of ``range(n)`` (:func:`epoch_order`): a pure function of its arguments."""
+    return [epoch_order(n, seed, j // n)[j % n] for j in range(step * batch_size, (step + 1) * batch_size)]

@@ -1,15 +1,18 @@
-"""Typed configuration of ``verity train`` (RL) and ``verity sft``; CLI flags derive from these fields."""
+"""Typed configuration of ``verity train``, ``sft``, ``dpo`` and ``prefs``; CLI flags derive from these fields."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from verity.algos.advantages import Estimator, Scale
 from verity.algos.losses import LossType
-from verity.config import ChatTemplateFlags, check_choices, flag
+from verity.algos.preference import PrefLossType
+from verity.config import ChatTemplateFlags, check_choices, flag, parse_env_args
 from verity.errors import ConfigError
-from verity.types import TrainDType, check_sampling
+from verity.eval.config import SAMPLING_FLAGS, EvalFlags
+from verity.types import DType, TrainDType, check_sampling
 
 #: How RL rollouts are seeded (see ``RLConfig.rollout_seeding``).
 RolloutSeeding = Literal["auto", "batch", "group"]
@@ -257,3 +260,132 @@ class SFTConfig(RunFlags):
         if self.lora_rank < 0:
             raise ConfigError(f"--lora-rank {self.lora_rank}: must be >= 0")
         self.validate_run()
+
+
+@dataclass
+class RMConfig(RunFlags):
+    data: str | None = flag(positional=True, default=None)
+    """JSONL/Parquet file or hub id with prompt/chosen/rejected pairs (strings or messages)."""
+    model: str = flag("-m", "--model", default="verity-tiny")
+    """Model to start from: local HF directory, hub id, or `verity-tiny` (a scalar head is added)."""
+    eval_data: str | None = flag("--eval-data", default=None)
+    """Held-out pairs: their pairwise accuracy (the chosen completion scored higher; ties count half) and
+    mean margin are logged before training, every --eval-every steps and at the end."""
+    eval_every: int = flag("--eval-every", default=0)
+    """Evaluate on --eval-data every K steps (0 = before and after training only)."""
+    epochs: float = flag("--epochs", default=1.0)
+    """Passes over the data (fractions allowed)."""
+    lr: float = flag("--lr", default=1e-5)
+    """AdamW peak learning rate."""
+    batch_size: int = flag("--batch-size", default=16)
+    """Pairs per optimiser step."""
+    micro_batch_size: int = flag("--micro-batch-size", default=8)
+    """Pairs per forward/backward (each is two sequences)."""
+    max_length: int = flag("--max-length", default=1024)
+    """Truncate prompt + completion to this many tokens (rows left with no completion token are dropped)."""
+    warmup_steps: int = flag("--warmup-steps", default=0)
+    """Linear learning-rate warm-up steps."""
+    lr_schedule: LRSchedule = flag("--lr-schedule", default="constant")
+    """After warm-up: cosine decay to 10% of --lr, constant, or wsd (see verity sft)."""
+    decay_steps: int = flag("--decay-steps", default=0)
+    """Length of the final linear decay of the wsd schedule."""
+    weight_decay: float = flag("--weight-decay", default=0.0)
+    """AdamW weight decay."""
+    max_steps: int = flag("--max-steps", default=-1)
+    """Stop after this many steps (-1 = run all epochs)."""
+    save_every: int = flag("--save-every", default=50)
+    """Write a checkpoint every K steps (and at the end)."""
+    output_dir: str | None = flag("-o", "--output-dir", default=None)
+    """Run directory (default: outputs/KIND/DATA--MODEL--TIME); the final model is saved in OUT/final."""
+
+    def validate(self) -> None:
+        check_choices(self)
+        if not self.data:
+            raise ConfigError("give a DATA file or hub id of preference pairs (make one with `verity prefs`)")
+        for name in ("lr", "batch_size", "micro_batch_size", "max_length", "epochs"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be > 0")
+        if self.eval_every < 0:
+            raise ConfigError(f"--eval-every {self.eval_every}: must be >= 0")
+        self.validate_run()
+
+
+@dataclass
+class DPOConfig(RMConfig):
+    data: str | None = flag(positional=True, default=None)
+    """JSONL/Parquet file or hub id with prompt/chosen/rejected (KTO: prompt/completion/label), strings or messages."""
+    model: str = flag("-m", "--model", default="verity-tiny")
+    """Model to train (and, frozen, the reference): local HF directory, hub id, or `verity-tiny`."""
+    eval_data: str | None = flag("--eval-data", default=None)
+    """Held-out pairs: their pairwise accuracy (implicit reward margin > 0, ties count half) and mean
+    margin are logged before training, every --eval-every steps and at the end."""
+    loss: PrefLossType = flag("--loss", default="sigmoid")
+    """sigmoid (DPO), ipo, hinge (SLiC) on pairs, or kto on labelled completions."""
+    beta: float = flag("--beta", default=0.1)
+    """Inverse temperature of the implicit reward beta·log(pi/pi_ref) (IPO: its tau)."""
+    label_smoothing: float = flag("--label-smoothing", default=0.0)
+    """Assumed probability that a pair's label is flipped (conservative DPO; sigmoid only)."""
+    desirable_weight: float = flag("--desirable-weight", default=1.0)
+    """KTO: weight of desirable rows (lambda_D)."""
+    undesirable_weight: float = flag("--undesirable-weight", default=1.0)
+    """KTO: weight of undesirable rows (lambda_U)."""
+    lora_rank: int = flag("--lora-rank", default=0)
+    """LoRA rank (0 = full fine-tune); with LoRA the reference is the base with adapters disabled."""
+    lora_alpha: float | None = flag("--lora-alpha", default=None)
+    """LoRA alpha (default: 2 × rank)."""
+
+    def validate(self) -> None:
+        super().validate()
+        if self.beta <= 0:
+            raise ConfigError(f"--beta {self.beta}: must be > 0")
+        if not 0 <= self.label_smoothing < 0.5:
+            raise ConfigError(f"--label-smoothing {self.label_smoothing}: must be in [0, 0.5)")
+        if self.label_smoothing and self.loss != "sigmoid":
+            raise ConfigError(f"--label-smoothing applies to --loss sigmoid only (got --loss {self.loss})")
+        if self.lora_rank < 0:
+            raise ConfigError(f"--lora-rank {self.lora_rank}: must be >= 0")
+
+
+@dataclass
+class PrefsConfig(EvalFlags):
+    env: str = flag(positional=True, default="pii-masking")
+    """Environment id, importable module, or path to a .py file exposing load_environment."""
+    model: str = flag("-m", "--model", default="verity-tiny")
+    """Model that samples the completions: local HF directory, hub id, or `verity-tiny`."""
+    output: str | None = flag("-o", "--output", default=None)
+    """Preference JSONL to write (prompt/chosen/rejected, or prompt/completion/label with --kto-threshold)."""
+    num_examples: int = flag("-n", "--num-examples", default=100)
+    """Prompts from the split (-1 = all)."""
+    rollouts_per_example: int = flag("-r", "--rollouts-per-example", default=4)
+    """Completions sampled per prompt; the best and the worst by reward make a pair."""
+    split: Literal["train", "eval"] = flag("--split", default="train")
+    """Which split's prompts to sample (eval: held-out pairs)."""
+    kto_threshold: float | None = flag("--kto-threshold", default=None)
+    """Write KTO rows instead: every completion, labelled desirable when its reward >= this."""
+    seed: int = flag("--seed", default=0)
+    """Sampling seed (local models are reproducible with the same seed)."""
+    dtype: DType = flag("--dtype", default="auto")
+    """Weights dtype of the sampling model."""
+    overwrite: bool = flag("--overwrite", default=False)
+    """Replace an existing -o file."""
+
+    def validate(self) -> None:
+        check_choices(self)
+        if not self.output:
+            raise ConfigError("give -o FILE.jsonl, where the preference rows go")
+        out = Path(self.output)
+        if out.is_dir():
+            raise ConfigError(f"-o {out}: is a directory; give a .jsonl file")
+        if out.exists() and not self.overwrite:
+            raise ConfigError(f"-o {out}: already exists; pass --overwrite to replace it or choose another -o")
+        if self.num_examples == 0 or self.num_examples < -1:
+            raise ConfigError(f"-n {self.num_examples}: must be >= 1 (or -1 for all)")
+        if self.rollouts_per_example < 2 and self.kto_threshold is None:
+            raise ConfigError(f"-r {self.rollouts_per_example}: a pair needs at least 2 completions per prompt")
+        if self.rollouts_per_example < 1:
+            raise ConfigError(f"-r {self.rollouts_per_example}: must be >= 1")
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size {self.batch_size}: must be >= 1")
+        check_sampling(self.max_tokens, self.temperature, self.top_p, names=SAMPLING_FLAGS)
+        parse_env_args(self.env_args)
+        parse_env_args(self.sampling_args, "-S")

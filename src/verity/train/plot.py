@@ -27,7 +27,9 @@ def curve_figure(rows: list[dict]) -> Any:
         raise ValueError("no metrics rows to plot")
     is_rl = "reward/mean" in rows[0]
     skip = ("reward/std", "reward/errors")
-    keys = [k for k in rows[0] if k.startswith("reward/") and k not in skip] if is_rl else ["loss"]
+    # SFT rows plot the loss; preference runs (verity dpo) also their implicit reward margin and accuracy
+    keys = [k for k in rows[0] if k.startswith("reward/") and k not in skip] if is_rl else \
+        ["loss"] + [k for k in ("rewards/margin", "rewards/accuracy") if any(k in r for r in rows)]
     fig = Figure(figsize=(4.2 * len(keys), 3.4))
     axes = fig.subplots(1, len(keys), squeeze=False)
     for ax, k in zip(axes[0], keys, strict=False):

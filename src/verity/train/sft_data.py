@@ -48,8 +48,8 @@ def _messages_of(row: dict[str, Any], where: str) -> list[Message]:
     raise DatasetError(f"{where}: needs a 'messages' column or 'prompt' and 'completion' columns (has {sorted(row)})")
 
 
-def load_sft_rows(source: str) -> list[list[Message]]:
-    """Conversations from a JSONL/Parquet file or a hub dataset id."""
+def read_rows(source: str) -> list[dict[str, Any]]:
+    """The rows of a JSONL/Parquet file or a hub dataset id (a JSONL line that is not JSON: an error naming it)."""
     p = Path(source)
     if p.suffix == ".jsonl" or p.suffix == ".json":
         if not p.is_file():
@@ -62,6 +62,8 @@ def load_sft_rows(source: str) -> list[list[Message]]:
                 rows.append(json.loads(line))
             except json.JSONDecodeError as e:
                 raise DatasetError(f"{source}, line {i + 1}: invalid JSON ({e.msg})") from None
+            if not isinstance(rows[-1], dict):
+                raise DatasetError(f"{source}, line {i + 1}: expected a JSON object, got {type(rows[-1]).__name__}")
     else:
         from datasets import load_dataset
 
@@ -73,7 +75,12 @@ def load_sft_rows(source: str) -> list[list[Message]]:
         rows = ds.to_list()
     if not rows:
         raise DatasetError(f"{source}: no rows")
-    return [_messages_of(r, f"{source}, row {i}") for i, r in enumerate(rows)]
+    return rows
+
+
+def load_sft_rows(source: str) -> list[list[Message]]:
+    """Conversations from a JSONL/Parquet file or a hub dataset id."""
+    return [_messages_of(r, f"{source}, row {i}") for i, r in enumerate(read_rows(source))]
 
 
 def rows_from_env(env: Any) -> list[list[Message]]:
