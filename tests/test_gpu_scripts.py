@@ -6,6 +6,7 @@ figures in the documented shape and exits 0.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -29,16 +30,21 @@ def test_decode_check_cpu_smoke() -> None:
 
 
 def test_grpo_vs_trl_real_size_shape_cpu_smoke() -> None:
-    """The qwen2.5-0.5b config (GQA, its own MLP width, a vocabulary larger than the tokenizer), shrunk."""
+    """The qwen2.5-0.5b config (GQA, its own MLP width, a vocabulary larger than the tokenizer), shrunk.
+
+    TRL is the bench extra (not installed by `make test`): without it only verity's side runs."""
+    tools = ("verity", "trl-bf16") if importlib.util.find_spec("trl") else ("verity",)
     r = _run("-m", "benchmarks.grpo_vs_trl", "--config", "qwen2.5-0.5b", "--device", "cpu", "--steps", "1",
              "--hidden", "64", "--layers", "1", "--heads", "4", "--kv-heads", "2", "--intermediate", "96",
-             "--model-vocab", "1024", "--completions", "16", "--max-tokens", "6", "--tools", "verity,trl-bf16",
+             "--model-vocab", "1024", "--completions", "16", "--max-tokens", "6", "--tools", ",".join(tools),
              "--json")
     res = json.loads(r.stdout)["configs"]["qwen2.5-0.5b"]
-    assert res["speedup"] > 0 and res["verity_over_floor"] > 1  # a real step is slower than the floor
+    assert res["verity_over_floor"] > 1  # a real step is slower than the floor
+    if len(tools) == 2:
+        assert res["speedup"] > 0
     fl = res["floor"]
     assert fl["peak_bf16_gflops"] > 0 and fl["bandwidth_gbs"] > 0 and fl["floor_s"] == fl["train_s"] + fl["decode_s"]
-    for tool in ("verity", "trl-bf16"):
+    for tool in tools:
         run = res["runs"][tool]
         assert 0 < run["mfu_train"] < 1 and run["peak_rss_mb"] > 0 and run["completion_tokens_per_s"] > 0
 
